@@ -1,0 +1,16 @@
+//! Conformance tests of the progress port.
+
+/// Lists this group's tests for [`crate::conformance_suite!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_progress {
+    (#[$attr:meta] $factory:ident) => {
+        $crate::__conformance_group!(
+            #[$attr]
+            $factory,
+            conformance_progress,
+            progress,
+            []
+        );
+    };
+}
