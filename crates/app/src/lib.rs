@@ -1,1 +1,3 @@
-
+//! # spool-app
+//!
+//! Configuration, wiring, services, resilience, HTTP and telemetry of spool.

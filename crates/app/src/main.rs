@@ -1,1 +1,8 @@
-fn main() {}
+//! The `spool` binary.
+
+fn main() {
+    println!(
+        "spool {} — backends: memory, redis",
+        env!("CARGO_PKG_VERSION")
+    );
+}
