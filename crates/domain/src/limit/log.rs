@@ -72,7 +72,7 @@ impl SlidingLog {
             used,
             cost: c,
             now_ms,
-            newest_ms: live().last().map(|e| e.at_ms),
+            newest_ms: live().next_back().map(|e| e.at_ms),
             retry_after_ms,
         }
     }

@@ -143,7 +143,8 @@ mod tests {
         fn accepted_values_hold_no_glob_or_brace(s in "\\PC{0,80}") {
             for extra in ["_-", "_.:-", "_.:/@=+-"] {
                 if validate("x", &s, 64, &Charset { extra, lowercase_only: false }).is_ok() {
-                    prop_assert!(!s.contains(['{', '}', '*', '?', '[', ']', '\\', ' ']));
+                    let forbidden = ['{', '}', '*', '?', '[', ']', '\\', ' '];
+                    prop_assert!(!s.contains(forbidden), "accepted {:?}", s);
                     prop_assert!(!s.is_empty() && s.len() <= 64);
                 }
             }
