@@ -55,6 +55,12 @@ pub trait ProgressStore: Send + Sync {
     /// when events after `after` were already trimmed, a `snapshot` first so the subscriber
     /// never silently misses state. No gap, no duplicate; ends after the terminal event.
     ///
+    /// Edge cases every adapter MUST treat alike: when `after` is older than the oldest
+    /// retained event (trimmed) or newer than the latest event, the stream starts with a
+    /// `snapshot` (carrying the latest event's ID) followed by live events only, so IDs in a
+    /// stream always increase. When the operation expires under a subscriber, the stream
+    /// yields one `NotFound` error and ends.
+    ///
     /// # Errors
     /// `NotFound`; `Unavailable`.
     async fn subscribe(

@@ -196,7 +196,7 @@ impl Operation {
         })
     }
 
-    /// Applies `update` at `now`; returns whether the operation reached a terminal state.
+    /// Applies `update` at `now`. Whether it ended the operation is `self.state.is_terminal()`.
     pub fn apply(&mut self, update: &ProgressUpdate, now: Timestamp) -> Result<(), UpdateError> {
         if self.state.is_terminal() {
             return Err(UpdateError::Terminal(self.state));
