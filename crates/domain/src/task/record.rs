@@ -271,8 +271,7 @@ impl Task {
             Retry::Backoff => Some(self.backoff.delay(self.attempts, random)),
             Retry::After(d) => Some(d),
         };
-        self.last_error = Some(failure.error);
-        self.lease_expires_at = None;
+        // Check the transition before touching any field: a refused event changes nothing.
         match delay {
             Some(d) => {
                 self.step(TaskEvent::FailRetry)?;
@@ -283,13 +282,14 @@ impl Task {
                 self.finished_at = Some(now);
             }
         }
+        self.last_error = Some(failure.error);
+        self.lease_expires_at = None;
         Ok(())
     }
 
     /// Reclaims a running task whose lease ran out: back to `queued` while attempts remain,
     /// `dead` otherwise, with `last_error` saying so.
     pub fn expire_lease(&mut self, now: Timestamp) -> Result<(), TransitionError> {
-        self.lease_expires_at = None;
         if self.attempts >= self.max_attempts {
             self.step(TaskEvent::LeaseExpiredDead)?;
             self.finished_at = Some(now);
@@ -301,6 +301,7 @@ impl Task {
             self.step(TaskEvent::LeaseExpiredRetry)?;
             self.last_error = Some(format!("lease expired on attempt {}", self.attempts));
         }
+        self.lease_expires_at = None;
         Ok(())
     }
 

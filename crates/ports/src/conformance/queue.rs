@@ -1,4 +1,1014 @@
 //! Conformance tests of the queue port.
+//!
+//! Durations are short (leases and delays of 200–800 ms, advances well past them) because the
+//! Redis run lets real time pass. Tests never assert how long something took; they assert
+//! orderings between timestamps the store returned.
+//!
+//! Decision recorded here: a second `complete` with the same token (or any call with the
+//! token of a finished task) is `LeaseLost` — the lease ended with the first completion.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use spool_domain::backoff::Backoff;
+use spool_domain::limits::StoreLimits;
+use spool_domain::names::{QueueName, TaskId, TaskKind, UniqueKey, WorkerId};
+use spool_domain::task::{
+    Failure, Lease, LeaseToken, MaxAttempts, Priority, QueueStats, Retry, Schedule, Task, TaskSpec,
+    TaskStatus,
+};
+use spool_domain::Timestamp;
+
+use super::{Factory, Fixture};
+use crate::{Enqueued, PortError, ReserveOptions};
+
+/// A lease no test outlives, even on a slow Redis.
+const LONG: Duration = Duration::from_secs(30);
+
+fn queue(name: &str) -> QueueName {
+    QueueName::parse(name).expect("valid queue name")
+}
+
+fn spec(n: i64) -> TaskSpec {
+    TaskSpec::new(
+        TaskKind::parse("test.job").expect("valid kind"),
+        json!({ "n": n }),
+    )
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn failure(error: &str, retry: Retry) -> Failure {
+    Failure {
+        error: error.to_owned(),
+        retry,
+    }
+}
+
+async fn put(fx: &Fixture, q: &QueueName, spec: TaskSpec) -> Task {
+    match fx.queue.enqueue(q, spec).await.expect("enqueue") {
+        Enqueued::Created(t) => t,
+        Enqueued::Duplicate(t) => panic!("expected a new task, got duplicate {}", t.id),
+    }
+}
+
+async fn take(fx: &Fixture, q: &QueueName, lease: Duration) -> Option<Lease> {
+    fx.queue
+        .reserve(std::slice::from_ref(q), ReserveOptions::new(lease))
+        .await
+        .expect("reserve")
+}
+
+async fn take_some(fx: &Fixture, q: &QueueName, lease: Duration) -> Lease {
+    take(fx, q, lease).await.expect("a ready task")
+}
+
+/// Reserves until the queue is empty; fails (instead of looping) past `expected` deliveries.
+async fn drain(fx: &Fixture, q: &QueueName, expected: usize) -> Vec<TaskId> {
+    let mut got = Vec::new();
+    while let Some(lease) = take(fx, q, LONG).await {
+        got.push(lease.task.id);
+        assert!(got.len() <= expected, "more deliveries than tasks: {got:?}");
+    }
+    got
+}
+
+async fn get(fx: &Fixture, q: &QueueName, id: TaskId) -> Task {
+    fx.queue
+        .get(q, id)
+        .await
+        .expect("get")
+        .expect("task exists")
+}
+
+async fn stats(fx: &Fixture, q: &QueueName) -> QueueStats {
+    let mut all = fx
+        .queue
+        .stats(std::slice::from_ref(q))
+        .await
+        .expect("stats");
+    assert_eq!(all.len(), 1, "one entry per queue asked for");
+    all.remove(0)
+}
+
+fn unknown_id() -> TaskId {
+    TaskId::from_parts(Timestamp::from_millis(1_000), 0x00c0_ffee)
+}
+
+fn assert_lease_lost<T: std::fmt::Debug>(r: Result<T, PortError>, what: &str) {
+    assert!(
+        matches!(r, Err(PortError::LeaseLost { .. })),
+        "{what}: expected LeaseLost, got {r:?}"
+    );
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, PortError>, what: &str) {
+    assert!(
+        matches!(r, Err(PortError::NotFound { .. })),
+        "{what}: expected NotFound, got {r:?}"
+    );
+}
+
+fn assert_invalid<T: std::fmt::Debug>(r: Result<T, PortError>, what: &str) {
+    assert!(
+        matches!(r, Err(PortError::Invalid(_))),
+        "{what}: expected Invalid, got {r:?}"
+    );
+}
+
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, PortError>, what: &str) {
+    assert!(
+        matches!(r, Err(PortError::Conflict { .. })),
+        "{what}: expected Conflict, got {r:?}"
+    );
+}
+
+/// Tasks of one priority come out in enqueue order.
+pub async fn fifo_within_priority(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("fifo");
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(put(&fx, &q, spec(n)).await.id);
+    }
+    assert_eq!(drain(&fx, &q, ids.len()).await, ids);
+}
+
+/// A higher priority always goes first, whatever the enqueue order; FIFO within each.
+pub async fn strict_priority_order(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("prio");
+    let p = |v| Priority::new(v).expect("valid priority");
+    let low = put(&fx, &q, spec(1).priority(p(-50))).await.id;
+    let normal = put(&fx, &q, spec(2)).await.id;
+    let high_1 = put(&fx, &q, spec(3).priority(p(90))).await.id;
+    let lowest = put(&fx, &q, spec(4).priority(Priority::MIN)).await.id;
+    let high_2 = put(&fx, &q, spec(5).priority(p(90))).await.id;
+    let highest = put(&fx, &q, spec(6).priority(Priority::MAX)).await.id;
+    assert_eq!(
+        drain(&fx, &q, 6).await,
+        vec![highest, high_1, high_2, normal, low, lowest]
+    );
+}
+
+/// A delayed task is `scheduled` and invisible until due, then reservable; a time in the past
+/// means now.
+pub async fn delayed_task_becomes_ready_when_due(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("delayed");
+    let t = put(&fx, &q, spec(1).schedule(Schedule::After(ms(400)))).await;
+    assert_eq!(t.status, TaskStatus::Scheduled);
+    assert_eq!(t.scheduled_for, Some(t.enqueued_at.saturating_add(ms(400))));
+    assert!(take(&fx, &q, LONG).await.is_none(), "not due yet");
+    assert_eq!(get(&fx, &q, t.id).await.status, TaskStatus::Scheduled);
+    assert_eq!(stats(&fx, &q).await.scheduled, 1);
+
+    fx.clock.advance(ms(800)).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    assert_eq!(lease.task.id, t.id);
+    assert_eq!(lease.task.status, TaskStatus::Running);
+
+    let past = put(
+        &fx,
+        &q,
+        spec(2).schedule(Schedule::At(Timestamp::from_millis(1))),
+    )
+    .await;
+    assert_eq!(past.status, TaskStatus::Queued, "a past instant is now");
+    assert_eq!(take_some(&fx, &q, LONG).await.task.id, past.id);
+}
+
+/// An expired lease is reclaimed: the task is delivered again with the attempt counted and
+/// the expiry recorded as its last error.
+pub async fn expired_lease_is_redelivered(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("expiry");
+    let t = put(&fx, &q, spec(1)).await;
+    let first = take_some(&fx, &q, ms(200)).await;
+    assert_eq!(first.task.attempts, 1);
+    assert!(first.task.last_error.is_none());
+
+    fx.clock.advance(ms(600)).await;
+    let second = take_some(&fx, &q, LONG).await;
+    assert_eq!(second.task.id, t.id);
+    assert_eq!(second.task.attempts, 2);
+    assert!(second.task.last_error.is_some(), "the expiry is recorded");
+    assert!(second.token > first.token, "fencing tokens only grow");
+}
+
+/// After redelivery the old token is dead for complete, heartbeat and fail; the new one works.
+pub async fn stale_token_is_lease_lost(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("stale");
+    put(&fx, &q, spec(1)).await;
+    let old = take_some(&fx, &q, ms(200)).await;
+    fx.clock.advance(ms(600)).await;
+    let new = take_some(&fx, &q, LONG).await;
+    let id = new.task.id;
+
+    assert_lease_lost(
+        fx.queue.complete(&q, id, old.token, None).await,
+        "complete with the old token",
+    );
+    assert_lease_lost(
+        fx.queue.heartbeat(&q, id, old.token, LONG).await,
+        "heartbeat with the old token",
+    );
+    assert_lease_lost(
+        fx.queue
+            .fail(&q, id, old.token, failure("late", Retry::Backoff))
+            .await,
+        "fail with the old token",
+    );
+    assert_lease_lost(
+        fx.queue
+            .complete(&q, id, LeaseToken::new(new.token.get() + 1), None)
+            .await,
+        "complete with a made-up token",
+    );
+    assert_eq!(get(&fx, &q, id).await.status, TaskStatus::Running);
+
+    let done = fx
+        .queue
+        .complete(&q, id, new.token, Some(json!("ok")))
+        .await
+        .expect("the current holder completes");
+    assert_eq!(done.status, TaskStatus::Succeeded);
+}
+
+/// A heartbeat extends the lease past its original expiry.
+pub async fn heartbeat_extends_lease(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("heartbeat");
+    put(&fx, &q, spec(1)).await;
+    let lease = take_some(&fx, &q, ms(600)).await;
+
+    fx.clock.advance(ms(300)).await;
+    let extended = fx
+        .queue
+        .heartbeat(&q, lease.task.id, lease.token, ms(600))
+        .await
+        .expect("heartbeat within the lease");
+    assert_eq!(extended.token, lease.token, "a heartbeat keeps the token");
+    assert!(extended.expires_at > lease.expires_at);
+
+    fx.clock.advance(ms(400)).await; // past the original expiry, before the new one
+    assert!(
+        take(&fx, &q, LONG).await.is_none(),
+        "an extended lease is not reclaimed"
+    );
+    let done = fx
+        .queue
+        .complete(&q, lease.task.id, lease.token, None)
+        .await
+        .expect("still the holder");
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.attempts, 1);
+}
+
+/// A failure with retries left waits out the backoff as `failed`, then comes back.
+pub async fn fail_with_retry_is_redelivered_after_backoff(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("retry");
+    let t = put(&fx, &q, spec(1).backoff(Backoff::constant(ms(300)))).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    let started = lease.task.started_at.expect("started_at on reserve");
+
+    let failed = fx
+        .queue
+        .fail(&q, t.id, lease.token, failure("boom", Retry::Backoff))
+        .await
+        .expect("fail");
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.last_error.as_deref(), Some("boom"));
+    let due = failed.scheduled_for.expect("a retry time");
+    assert!(
+        due >= started.saturating_add(ms(300)),
+        "the backoff is waited"
+    );
+    assert!(failed.finished_at.is_none(), "retrying is not finished");
+    assert!(
+        take(&fx, &q, LONG).await.is_none(),
+        "not before the backoff"
+    );
+    let s = stats(&fx, &q).await;
+    assert_eq!((s.scheduled, s.running, s.queued), (1, 0, 0));
+
+    fx.clock.advance(ms(700)).await;
+    let again = take_some(&fx, &q, LONG).await;
+    assert_eq!(again.task.id, t.id);
+    assert_eq!(again.task.attempts, 2);
+    assert_eq!(again.task.last_error.as_deref(), Some("boom"));
+}
+
+/// `Retry::After` overrides the backoff.
+pub async fn fail_with_explicit_delay(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("retry-after");
+    put(&fx, &q, spec(1).backoff(Backoff::constant(ms(60_000)))).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    let failed = fx
+        .queue
+        .fail(
+            &q,
+            lease.task.id,
+            lease.token,
+            failure("later", Retry::After(ms(300))),
+        )
+        .await
+        .expect("fail");
+    assert_eq!(failed.status, TaskStatus::Failed);
+    let due = failed.scheduled_for.expect("a retry time");
+    let started = lease.task.started_at.expect("started_at");
+    assert!(due >= started.saturating_add(ms(300)));
+    assert!(due < started.saturating_add(ms(60_000)), "not the backoff");
+    fx.clock.advance(ms(700)).await;
+    assert_eq!(take_some(&fx, &q, LONG).await.task.attempts, 2);
+}
+
+/// After `max_attempts` failures the task is dead with its last error: counted, not reservable.
+pub async fn max_attempts_sends_to_dead_letter(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("dead-letter");
+    let t = put(
+        &fx,
+        &q,
+        spec(1)
+            .max_attempts(MaxAttempts::new(2).expect("valid"))
+            .backoff(Backoff::constant(ms(200))),
+    )
+    .await;
+    let first = take_some(&fx, &q, LONG).await;
+    let failed = fx
+        .queue
+        .fail(&q, t.id, first.token, failure("first", Retry::Backoff))
+        .await
+        .expect("fail 1");
+    assert_eq!(failed.status, TaskStatus::Failed);
+
+    fx.clock.advance(ms(600)).await;
+    let second = take_some(&fx, &q, LONG).await;
+    assert_eq!(second.task.attempts, 2);
+    let dead = fx
+        .queue
+        .fail(&q, t.id, second.token, failure("second", Retry::Backoff))
+        .await
+        .expect("fail 2");
+    assert_eq!(dead.status, TaskStatus::Dead);
+    assert_eq!(dead.last_error.as_deref(), Some("second"));
+    assert!(dead.finished_at.is_some());
+
+    assert!(take(&fx, &q, LONG).await.is_none());
+    fx.clock.advance(ms(600)).await;
+    assert!(take(&fx, &q, LONG).await.is_none(), "dead stays dead");
+    assert_eq!(get(&fx, &q, t.id).await.status, TaskStatus::Dead);
+    let s = stats(&fx, &q).await;
+    assert_eq!((s.dead, s.queued, s.scheduled, s.running), (1, 0, 0, 0));
+}
+
+/// A lease that runs out on the last attempt sends the task to the dead-letter set.
+pub async fn expired_lease_on_last_attempt_is_dead(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("expiry-dead");
+    let t = put(
+        &fx,
+        &q,
+        spec(1).max_attempts(MaxAttempts::new(1).expect("valid")),
+    )
+    .await;
+    let lease = take_some(&fx, &q, ms(200)).await;
+    fx.clock.advance(ms(600)).await;
+    assert!(take(&fx, &q, LONG).await.is_none(), "no attempts left");
+    let dead = get(&fx, &q, t.id).await;
+    assert_eq!(dead.status, TaskStatus::Dead);
+    assert_eq!(dead.attempts, 1);
+    assert!(dead.last_error.is_some(), "the expiry is the last error");
+    assert!(dead.finished_at.is_some());
+    assert_lease_lost(
+        fx.queue.complete(&q, t.id, lease.token, None).await,
+        "complete after the task died",
+    );
+    assert_eq!(stats(&fx, &q).await.dead, 1);
+}
+
+/// `Retry::Never` kills the task at once, attempts left or not.
+pub async fn retry_never_is_dead_at_once(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("never");
+    let t = put(
+        &fx,
+        &q,
+        spec(1).max_attempts(MaxAttempts::new(5).expect("valid")),
+    )
+    .await;
+    let lease = take_some(&fx, &q, LONG).await;
+    let dead = fx
+        .queue
+        .fail(&q, t.id, lease.token, failure("poison", Retry::Never))
+        .await
+        .expect("fail");
+    assert_eq!(dead.status, TaskStatus::Dead);
+    assert_eq!(dead.attempts, 1);
+    assert_eq!(dead.last_error.as_deref(), Some("poison"));
+    assert!(take(&fx, &q, LONG).await.is_none());
+    assert_eq!(stats(&fx, &q).await.dead, 1);
+}
+
+/// Cancelling a queued or scheduled task finishes it; it is never delivered.
+pub async fn cancel_waiting_tasks(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("cancel");
+    let queued = put(&fx, &q, spec(1)).await;
+    let delayed = put(&fx, &q, spec(2).schedule(Schedule::After(ms(300)))).await;
+
+    let c = fx.queue.cancel(&q, queued.id).await.expect("cancel queued");
+    assert_eq!(c.status, TaskStatus::Cancelled);
+    assert!(c.finished_at.is_some_and(|f| f >= queued.enqueued_at));
+    let c = fx
+        .queue
+        .cancel(&q, delayed.id)
+        .await
+        .expect("cancel delayed");
+    assert_eq!(c.status, TaskStatus::Cancelled);
+
+    assert!(take(&fx, &q, LONG).await.is_none());
+    fx.clock.advance(ms(600)).await;
+    assert!(take(&fx, &q, LONG).await.is_none(), "not even when due");
+    assert_eq!(get(&fx, &q, queued.id).await.status, TaskStatus::Cancelled);
+    let s = stats(&fx, &q).await;
+    assert_eq!((s.cancelled, s.queued, s.scheduled), (2, 0, 0));
+}
+
+/// Cancelling a running task revokes its lease.
+pub async fn cancel_running_task_revokes_lease(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("cancel-running");
+    let t = put(&fx, &q, spec(1)).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    let c = fx.queue.cancel(&q, t.id).await.expect("cancel running");
+    assert_eq!(c.status, TaskStatus::Cancelled);
+    assert_lease_lost(
+        fx.queue.heartbeat(&q, t.id, lease.token, LONG).await,
+        "heartbeat after cancel",
+    );
+    assert_lease_lost(
+        fx.queue.complete(&q, t.id, lease.token, None).await,
+        "complete after cancel",
+    );
+    assert!(take(&fx, &q, LONG).await.is_none());
+}
+
+/// A finished task cannot be cancelled.
+pub async fn cancel_finished_task_conflicts(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("cancel-finished");
+    let t = put(&fx, &q, spec(1)).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    fx.queue
+        .complete(&q, t.id, lease.token, None)
+        .await
+        .expect("complete");
+    assert_conflict(fx.queue.cancel(&q, t.id).await, "cancel a succeeded task");
+    assert_eq!(get(&fx, &q, t.id).await.status, TaskStatus::Succeeded);
+
+    let c = put(&fx, &q, spec(2)).await;
+    fx.queue.cancel(&q, c.id).await.expect("cancel");
+    assert_conflict(fx.queue.cancel(&q, c.id).await, "cancel twice");
+}
+
+/// A dead task goes back to the queue with its attempts reset; live tasks cannot be requeued.
+pub async fn requeue_dead_task(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("requeue");
+    let t = put(&fx, &q, spec(1)).await;
+    assert_conflict(fx.queue.requeue(&q, t.id).await, "requeue a queued task");
+    let lease = take_some(&fx, &q, LONG).await;
+    assert_conflict(fx.queue.requeue(&q, t.id).await, "requeue a running task");
+    fx.queue
+        .fail(&q, t.id, lease.token, failure("poison", Retry::Never))
+        .await
+        .expect("fail");
+
+    let back = fx.queue.requeue(&q, t.id).await.expect("requeue dead");
+    assert_eq!(back.status, TaskStatus::Queued);
+    assert_eq!(back.attempts, 0);
+    assert!(back.finished_at.is_none());
+    assert_eq!(stats(&fx, &q).await.dead, 0);
+
+    let again = take_some(&fx, &q, LONG).await;
+    assert_eq!(again.task.id, t.id);
+    assert_eq!(again.task.attempts, 1);
+    assert!(
+        again.token > lease.token,
+        "a requeued task never reuses a token"
+    );
+    assert_lease_lost(
+        fx.queue.complete(&q, t.id, lease.token, None).await,
+        "the pre-requeue token",
+    );
+
+    fx.queue.cancel(&q, t.id).await.expect("cancel");
+    let back = fx.queue.requeue(&q, t.id).await.expect("requeue cancelled");
+    assert_eq!(back.status, TaskStatus::Queued);
+}
+
+/// A live task holding a unique key absorbs duplicates; once finished the key is free.
+pub async fn unique_key_deduplicates_live_tasks(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("unique");
+    let key = UniqueKey::parse("doc-42").expect("valid key");
+    let first = put(&fx, &q, spec(1).unique_key(key.clone())).await;
+
+    let dup = fx
+        .queue
+        .enqueue(&q, spec(2).unique_key(key.clone()))
+        .await
+        .expect("enqueue");
+    let Enqueued::Duplicate(existing) = dup else {
+        panic!("expected Duplicate, got {dup:?}");
+    };
+    assert_eq!(existing.id, first.id);
+    assert_eq!(existing.payload, json!({ "n": 1 }), "nothing was replaced");
+    assert_eq!(stats(&fx, &q).await.queued, 1, "nothing was added");
+
+    let other = queue("unique-other");
+    put(&fx, &other, spec(3).unique_key(key.clone())).await; // keys are per queue
+
+    let lease = take_some(&fx, &q, LONG).await;
+    let dup = fx
+        .queue
+        .enqueue(&q, spec(4).unique_key(key.clone()))
+        .await
+        .expect("enqueue");
+    assert!(
+        matches!(&dup, Enqueued::Duplicate(t) if t.id == first.id),
+        "a running task still holds its key: {dup:?}"
+    );
+
+    fx.queue
+        .complete(&q, first.id, lease.token, None)
+        .await
+        .expect("complete");
+    let fresh = put(&fx, &q, spec(5).unique_key(key)).await;
+    assert_ne!(fresh.id, first.id);
+}
+
+/// Stats count every status and report how long the oldest ready task has waited.
+pub async fn stats_count_per_status(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("stats");
+    let empty = stats(&fx, &q).await;
+    assert_eq!(empty.name, "stats");
+    assert_eq!(
+        (empty.queued, empty.scheduled, empty.running, empty.dead),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(empty.oldest_waiting_ms, None);
+
+    put(&fx, &q, spec(1)).await;
+    let l = take_some(&fx, &q, LONG).await;
+    fx.queue
+        .fail(&q, l.task.id, l.token, failure("x", Retry::Never))
+        .await
+        .expect("dead");
+    put(&fx, &q, spec(2)).await;
+    let l = take_some(&fx, &q, LONG).await;
+    fx.queue
+        .complete(&q, l.task.id, l.token, None)
+        .await
+        .expect("succeeded");
+    put(&fx, &q, spec(3)).await;
+    take_some(&fx, &q, LONG).await; // running
+    let c = put(&fx, &q, spec(4)).await;
+    fx.queue.cancel(&q, c.id).await.expect("cancelled");
+    put(&fx, &q, spec(5)).await; // queued
+    put(
+        &fx,
+        &q,
+        spec(6).schedule(Schedule::After(Duration::from_secs(60))),
+    )
+    .await;
+
+    fx.clock.advance(ms(300)).await;
+    let s = stats(&fx, &q).await;
+    assert_eq!(s.name, "stats");
+    assert_eq!(
+        (
+            s.queued,
+            s.scheduled,
+            s.running,
+            s.succeeded,
+            s.dead,
+            s.cancelled
+        ),
+        (1, 1, 1, 1, 1, 1),
+        "{s:?}"
+    );
+    let waited = s.oldest_waiting_ms.expect("a ready task is waiting");
+    assert!(waited >= 300, "waited {waited} ms");
+}
+
+/// Empty `queues` lists every queue that received a task; results are sorted by name.
+pub async fn stats_list_queues_sorted(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let (z, a, m) = (queue("zeta-q"), queue("alpha-q"), queue("mid-q"));
+    put(&fx, &z, spec(1)).await;
+    put(&fx, &a, spec(2)).await;
+    put(&fx, &a, spec(3)).await;
+    put(&fx, &m, spec(4)).await;
+
+    let all = fx.queue.stats(&[]).await.expect("stats");
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted: {names:?}");
+    for n in ["alpha-q", "mid-q", "zeta-q"] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    let alpha = all.iter().find(|s| s.name == "alpha-q").expect("alpha");
+    assert_eq!(alpha.queued, 2);
+
+    let some = fx.queue.stats(&[z, a]).await.expect("stats");
+    let names: Vec<&str> = some.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["alpha-q", "zeta-q"]);
+}
+
+/// Every transition records its time, in order.
+pub async fn timestamps_on_every_transition(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("timestamps");
+    let t = put(&fx, &q, spec(1).schedule(Schedule::After(ms(300)))).await;
+    assert!(t.started_at.is_none() && t.heartbeat_at.is_none() && t.finished_at.is_none());
+    let due = t.scheduled_for.expect("scheduled_for on a delayed task");
+    assert!(due > t.enqueued_at);
+
+    fx.clock.advance(ms(600)).await;
+    let worker = WorkerId::parse("worker-1").expect("valid worker");
+    let lease = fx
+        .queue
+        .reserve(
+            std::slice::from_ref(&q),
+            ReserveOptions::new(LONG).worker(worker.clone()),
+        )
+        .await
+        .expect("reserve")
+        .expect("due task");
+    let started = lease.task.started_at.expect("started_at");
+    assert!(started >= due);
+    assert_eq!(lease.task.heartbeat_at, Some(started));
+    assert_eq!(lease.task.lease_expires_at, Some(lease.expires_at));
+    assert_eq!(lease.expires_at, started.saturating_add(LONG));
+    assert_eq!(lease.task.worker, Some(worker));
+    assert_eq!(lease.task.enqueued_at, t.enqueued_at);
+
+    fx.clock.advance(ms(200)).await;
+    let beat = fx
+        .queue
+        .heartbeat(&q, t.id, lease.token, LONG)
+        .await
+        .expect("heartbeat");
+    let beat_at = beat.task.heartbeat_at.expect("heartbeat_at");
+    assert!(beat_at > started, "the heartbeat moved forward");
+    assert_eq!(beat.task.started_at, Some(started));
+    assert_eq!(beat.expires_at, beat_at.saturating_add(LONG));
+
+    fx.clock.advance(ms(100)).await;
+    let done = fx
+        .queue
+        .complete(&q, t.id, lease.token, Some(json!({ "ok": true })))
+        .await
+        .expect("complete");
+    let finished = done.finished_at.expect("finished_at");
+    assert!(finished >= beat_at);
+    assert_eq!(done.result, Some(json!({ "ok": true })));
+    assert_eq!(
+        get(&fx, &q, t.id).await,
+        done,
+        "get reads what complete wrote"
+    );
+}
+
+/// Only the first completion counts; the finished lease is lost for every later call.
+pub async fn complete_is_exactly_once(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("once");
+    let t = put(&fx, &q, spec(1)).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    fx.queue
+        .complete(&q, t.id, lease.token, Some(json!(1)))
+        .await
+        .expect("first complete");
+    assert_lease_lost(
+        fx.queue
+            .complete(&q, t.id, lease.token, Some(json!(2)))
+            .await,
+        "second complete",
+    );
+    assert_lease_lost(
+        fx.queue
+            .fail(&q, t.id, lease.token, failure("late", Retry::Backoff))
+            .await,
+        "fail after complete",
+    );
+    let stored = get(&fx, &q, t.id).await;
+    assert_eq!(stored.status, TaskStatus::Succeeded);
+    assert_eq!(stored.result, Some(json!(1)));
+    assert_eq!(stats(&fx, &q).await.succeeded, 1);
+}
+
+/// Concurrent reservers never get the same task.
+pub async fn concurrent_reservers_never_share_a_task(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("concurrent");
+    for n in 0..20 {
+        put(&fx, &q, spec(n)).await;
+    }
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let store = fx.queue.clone();
+        let q = q.clone();
+        workers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let lease = store
+                    .reserve(std::slice::from_ref(&q), ReserveOptions::new(LONG))
+                    .await
+                    .expect("reserve");
+                let Some(lease) = lease else { break };
+                got.push(lease.task.id);
+                assert!(got.len() <= 20, "more deliveries than tasks");
+                tokio::task::yield_now().await; // let the others in between
+                store
+                    .complete(&q, lease.task.id, lease.token, None)
+                    .await
+                    .expect("complete");
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker task"));
+    }
+    let unique: HashSet<TaskId> = all.iter().copied().collect();
+    assert_eq!(all.len(), 20, "every task delivered once");
+    assert_eq!(unique.len(), 20, "no task delivered twice");
+    assert_eq!(stats(&fx, &q).await.succeeded, 20);
+}
+
+/// A waiting reserver is woken by an enqueue, well before its wait runs out.
+pub async fn waiting_reserve_wakes_on_enqueue(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("wake");
+    let wait = Duration::from_secs(1);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let store = fx.queue.clone();
+    let qs = q.clone();
+    let reserver = tokio::spawn(async move {
+        let _ = started_tx.send(());
+        store
+            .reserve(
+                std::slice::from_ref(&qs),
+                ReserveOptions::new(LONG).wait(wait),
+            )
+            .await
+    });
+    started_rx.await.expect("reserver started");
+    let t = put(&fx, &q, spec(1)).await;
+    let lease = reserver
+        .await
+        .expect("reserver task")
+        .expect("reserve")
+        .expect("woken with the task");
+    assert_eq!(lease.task.id, t.id);
+    let started = lease.task.started_at.expect("started_at");
+    assert!(
+        started < t.enqueued_at.saturating_add(wait),
+        "woken by the enqueue, not by the end of the wait"
+    );
+}
+
+/// A waiting reserver takes a delayed task as soon as it is due, and gives up empty-handed
+/// when nothing comes.
+pub async fn waiting_reserve_takes_task_that_becomes_due(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("wait-due");
+    let opts = ReserveOptions::new(LONG).wait(ms(300));
+    assert!(fx
+        .queue
+        .reserve(std::slice::from_ref(&q), opts)
+        .await
+        .expect("reserve")
+        .is_none());
+
+    let wait = Duration::from_secs(1);
+    let t = put(&fx, &q, spec(1).schedule(Schedule::After(ms(300)))).await;
+    let lease = fx
+        .queue
+        .reserve(
+            std::slice::from_ref(&q),
+            ReserveOptions::new(LONG).wait(wait),
+        )
+        .await
+        .expect("reserve")
+        .expect("the task became due while waiting");
+    assert_eq!(lease.task.id, t.id);
+    let started = lease.task.started_at.expect("started_at");
+    assert!(
+        started < t.enqueued_at.saturating_add(wait),
+        "taken when due, not at the end of the wait"
+    );
+}
+
+/// Several queues: the first (in the given order) with a ready task wins, whatever the
+/// priorities in later queues.
+pub async fn reserve_takes_from_first_queue_with_work(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let (a, b) = (queue("first-a"), queue("first-b"));
+    let both = [a.clone(), b.clone()];
+    let b1 = put(&fx, &b, spec(1)).await;
+    let got = fx
+        .queue
+        .reserve(&both, ReserveOptions::new(LONG))
+        .await
+        .expect("reserve")
+        .expect("b has work");
+    assert_eq!(got.task.id, b1.id);
+    assert_eq!(got.task.queue, b);
+
+    let b2 = put(&fx, &b, spec(2).priority(Priority::MAX)).await;
+    let a1 = put(&fx, &a, spec(3).priority(Priority::MIN)).await;
+    let next = |qs: [QueueName; 2]| {
+        let fx = fx.clone();
+        async move {
+            fx.queue
+                .reserve(&qs, ReserveOptions::new(LONG))
+                .await
+                .expect("reserve")
+                .expect("work")
+                .task
+                .id
+        }
+    };
+    assert_eq!(next(both.clone()).await, a1.id, "the first queue wins");
+    assert_eq!(next(both.clone()).await, b2.id);
+
+    let a2 = put(&fx, &a, spec(4)).await;
+    let b3 = put(&fx, &b, spec(5)).await;
+    assert_eq!(
+        next([b.clone(), a.clone()]).await,
+        b3.id,
+        "order is the caller's"
+    );
+    assert_eq!(next([b, a]).await, a2.id);
+}
+
+/// Payloads, results and error messages over their limits are refused, not truncated.
+pub async fn oversized_input_is_invalid(factory: Factory) {
+    let fx = factory(StoreLimits {
+        max_payload_bytes: 64,
+        max_error_bytes: 16,
+        ..StoreLimits::default()
+    })
+    .await;
+    let q = queue("sizes");
+    let big = json!({ "data": "x".repeat(100) });
+    let kind = TaskKind::parse("test.job").expect("kind");
+    assert_invalid(
+        fx.queue.enqueue(&q, TaskSpec::new(kind, big.clone())).await,
+        "payload over the limit",
+    );
+    assert_eq!(stats(&fx, &q).await.queued, 0, "nothing was added");
+
+    let t = put(&fx, &q, spec(1)).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    assert_invalid(
+        fx.queue.complete(&q, t.id, lease.token, Some(big)).await,
+        "result over the limit",
+    );
+    assert_invalid(
+        fx.queue
+            .fail(
+                &q,
+                t.id,
+                lease.token,
+                failure(&"e".repeat(17), Retry::Backoff),
+            )
+            .await,
+        "error over the limit",
+    );
+    assert_eq!(
+        get(&fx, &q, t.id).await.status,
+        TaskStatus::Running,
+        "unchanged"
+    );
+    let done = fx
+        .queue
+        .complete(&q, t.id, lease.token, Some(json!("small")))
+        .await
+        .expect("a fitting result");
+    assert_eq!(done.result, Some(json!("small")));
+}
+
+/// Unknown tasks: `get` is `None`, everything else `NotFound`; a task is only found in its
+/// own queue.
+pub async fn unknown_task(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("known");
+    let t = put(&fx, &q, spec(1)).await;
+    let id = unknown_id();
+    let token = LeaseToken::new(1);
+    assert_eq!(fx.queue.get(&q, id).await.expect("get"), None);
+    assert_eq!(
+        fx.queue.get(&queue("elsewhere"), t.id).await.expect("get"),
+        None,
+        "tasks belong to their queue"
+    );
+    assert_not_found(fx.queue.complete(&q, id, token, None).await, "complete");
+    assert_not_found(
+        fx.queue
+            .fail(&q, id, token, failure("x", Retry::Backoff))
+            .await,
+        "fail",
+    );
+    assert_not_found(fx.queue.heartbeat(&q, id, token, LONG).await, "heartbeat");
+    assert_not_found(fx.queue.cancel(&q, id).await, "cancel");
+    assert_not_found(fx.queue.requeue(&q, id).await, "requeue");
+    assert_not_found(
+        fx.queue
+            .complete(&queue("nowhere"), t.id, token, None)
+            .await,
+        "complete in an unknown queue",
+    );
+}
+
+/// Bad reservation and heartbeat options are `Invalid`.
+pub async fn invalid_reserve_options(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("options");
+    let qs = std::slice::from_ref(&q);
+    assert_invalid(
+        fx.queue.reserve(&[], ReserveOptions::new(LONG)).await,
+        "no queues",
+    );
+    assert_invalid(
+        fx.queue
+            .reserve(qs, ReserveOptions::new(Duration::ZERO))
+            .await,
+        "zero lease",
+    );
+    assert_invalid(
+        fx.queue
+            .reserve(qs, ReserveOptions::new(ReserveOptions::MAX_LEASE + ms(1)))
+            .await,
+        "lease over a day",
+    );
+    assert_invalid(
+        fx.queue
+            .reserve(
+                qs,
+                ReserveOptions::new(LONG).wait(ReserveOptions::MAX_WAIT + ms(1)),
+            )
+            .await,
+        "wait over five minutes",
+    );
+    let t = put(&fx, &q, spec(1)).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    assert_invalid(
+        fx.queue
+            .heartbeat(&q, t.id, lease.token, Duration::ZERO)
+            .await,
+        "zero heartbeat lease",
+    );
+}
+
+/// Finished tasks stay readable for the retention time, then are gone; live tasks stay.
+pub async fn finished_tasks_expire_after_retention(factory: Factory) {
+    let fx = factory(StoreLimits {
+        finished_retention: ms(500),
+        ..StoreLimits::default()
+    })
+    .await;
+    let q = queue("retention");
+    let done = put(&fx, &q, spec(1)).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    fx.queue
+        .complete(&q, done.id, lease.token, None)
+        .await
+        .expect("complete");
+    let cancelled = put(&fx, &q, spec(2)).await;
+    fx.queue.cancel(&q, cancelled.id).await.expect("cancel");
+    let live = put(&fx, &q, spec(3)).await;
+    assert!(fx.queue.get(&q, done.id).await.expect("get").is_some());
+
+    fx.clock.advance(ms(1_000)).await;
+    assert_eq!(fx.queue.get(&q, done.id).await.expect("get"), None);
+    assert_eq!(fx.queue.get(&q, cancelled.id).await.expect("get"), None);
+    assert_eq!(get(&fx, &q, live.id).await.status, TaskStatus::Queued);
+    let s = stats(&fx, &q).await;
+    assert_eq!((s.succeeded, s.cancelled, s.queued), (0, 0, 1));
+}
 
 /// Lists this group's tests for [`crate::conformance_suite!`].
 #[doc(hidden)]
@@ -10,7 +1020,36 @@ macro_rules! __conformance_queue {
             $factory,
             conformance_queue,
             queue,
-            []
+            [
+                fifo_within_priority,
+                strict_priority_order,
+                delayed_task_becomes_ready_when_due,
+                expired_lease_is_redelivered,
+                stale_token_is_lease_lost,
+                heartbeat_extends_lease,
+                fail_with_retry_is_redelivered_after_backoff,
+                fail_with_explicit_delay,
+                max_attempts_sends_to_dead_letter,
+                expired_lease_on_last_attempt_is_dead,
+                retry_never_is_dead_at_once,
+                cancel_waiting_tasks,
+                cancel_running_task_revokes_lease,
+                cancel_finished_task_conflicts,
+                requeue_dead_task,
+                unique_key_deduplicates_live_tasks,
+                stats_count_per_status,
+                stats_list_queues_sorted,
+                timestamps_on_every_transition,
+                complete_is_exactly_once,
+                concurrent_reservers_never_share_a_task,
+                waiting_reserve_wakes_on_enqueue,
+                waiting_reserve_takes_task_that_becomes_due,
+                reserve_takes_from_first_queue_with_work,
+                oversized_input_is_invalid,
+                unknown_task,
+                invalid_reserve_options,
+                finished_tasks_expire_after_retention,
+            ]
         );
     };
 }
