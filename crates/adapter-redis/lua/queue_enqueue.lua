@@ -1,0 +1,60 @@
+-- Task::new. ARGV[3..]: random ULID tail (16 chars), kind, payload, priority, rank,
+-- max_attempts, backoff initial ms, backoff max ms, backoff factor, jitter ('none'|'full'),
+-- timeout ms or '', unique key or '', correlation id or '', schedule ('now'|'after'|'at'),
+-- schedule ms.
+local tail, kind, payload, priority, rank = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local max_attempts, b_init, b_max, b_factor, b_jitter = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local timeout, unique, corr, sched, sched_ms = ARGV[13], ARGV[14], ARGV[15], ARGV[16], tonumber(ARGV[17])
+
+if unique ~= '' then
+  local existing = redis.call('GET', BASE .. 'u:' .. unique)
+  if existing then
+    local ekey = task_key(existing)
+    local st = redis.call('HGET', ekey, 'status')
+    if st and FINISHED[st] == nil then
+      return reply('duplicate', ekey)
+    end
+  end
+end
+
+-- ULID: 48-bit server time in Crockford base32, then 80 random bits from the client.
+local ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local chars = {}
+local ms = NOW
+for i = 10, 1, -1 do
+  local r = ms % 32
+  chars[i] = string.sub(ALPHABET, r + 1, r + 1)
+  ms = (ms - r) / 32
+end
+local id = table.concat(chars) .. tail
+local key = task_key(id)
+if redis.call('EXISTS', key) == 1 then
+  return fail_reply('collision', id)
+end
+
+local due = NOW
+if sched == 'after' then
+  due = NOW + sched_ms
+elseif sched == 'at' then
+  due = math.max(sched_ms, NOW)
+end
+
+redis.call('HSET', key,
+  'id', id, 'kind', kind, 'payload', payload, 'priority', priority, 'rank', rank,
+  'attempts', '0', 'max_attempts', max_attempts,
+  'backoff_initial_ms', b_init, 'backoff_max_ms', b_max, 'backoff_factor', b_factor,
+  'backoff_jitter', b_jitter, 'enqueued_at', fmt(NOW), 'lease_seq', '0')
+if timeout ~= '' then redis.call('HSET', key, 'timeout_ms', timeout) end
+if unique ~= '' then
+  redis.call('HSET', key, 'unique_key', unique)
+  redis.call('SET', BASE .. 'u:' .. unique, id)
+end
+if corr ~= '' then redis.call('HSET', key, 'correlation_id', corr) end
+
+if due > NOW then
+  redis.call('HSET', key, 'status', 'scheduled', 'scheduled_for', fmt(due))
+  redis.call('ZADD', K_SCHED, due, id)
+else
+  make_ready(id, key, NOW)
+end
+return reply('created', key)

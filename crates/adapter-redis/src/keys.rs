@@ -1,0 +1,145 @@
+//! The key layout. Every key is `<prefix>:{<tag>}:...`, built only from validated components
+//! (none can contain `{`, `}` or a glob character), so the hash tag — and with it the Redis
+//! Cluster slot — is exactly the one chosen here:
+//!
+//! | unit | tag | keys |
+//! |---|---|---|
+//! | cache scope of a project | `{c:<project>}` | `k:<key>` values, `idx` zset of keys by expiry ms |
+//! | all rate limits | `{rl}` | `<policy>:<limit>:<window_ms>:<algo>:<subject>` |
+//! | one queue | `{q:<queue>}` | `ready`, `waiting`, `scheduled`, `running`, `succeeded`, `dead`, `cancelled` zsets, `seq`, `t:<id>` task hashes, `u:<unique key>`, channel `wake` |
+//! | one progress operation | `{p:<id>}` | `op` snapshot, `ev` stream, channel `wake` |
+//! | queue registry | none | `<prefix>:queues` set |
+
+use spool_domain::limit::{Algorithm, LimitCheck};
+use spool_domain::names::{KeyPrefix, OperationId, ProjectId, QueueName, ScopedKey};
+
+/// Builds keys under one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &KeyPrefix) -> Self {
+        Self {
+            prefix: prefix.as_str().to_owned(),
+        }
+    }
+
+    /// The prefix itself.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    // ---- cache ----
+
+    /// `<prefix>:{c:<project>}:` — everything of one cache scope starts with this.
+    pub(crate) fn cache_scope(&self, project: &ProjectId) -> String {
+        format!("{}:{{c:{}}}:", self.prefix, project)
+    }
+
+    /// The key holding one cached value.
+    pub(crate) fn cache_value(&self, key: &ScopedKey) -> String {
+        format!("{}k:{}", self.cache_scope(&key.project), key.key)
+    }
+
+    /// The per-scope index of live keys.
+    pub(crate) fn cache_index(&self, project: &ProjectId) -> String {
+        format!("{}idx", self.cache_scope(project))
+    }
+
+    // ---- limiter ----
+
+    /// One counter or log key.
+    pub(crate) fn limit(&self, check: &LimitCheck) -> String {
+        let algo = match check.policy.algorithm() {
+            Algorithm::SlidingWindow => "sw",
+            Algorithm::SlidingLog => "log",
+        };
+        format!(
+            "{}:{{rl}}:{}:{}:{}:{}:{}",
+            self.prefix,
+            check.policy.name(),
+            check.policy.limit(),
+            check.policy.window_ms(),
+            algo,
+            check.subject.key_component()
+        )
+    }
+
+    // ---- queue ----
+
+    /// `<prefix>:{q:<queue>}:` — every key of one queue starts with this.
+    pub(crate) fn queue_base(&self, queue: &QueueName) -> String {
+        format!("{}:{{q:{}}}:", self.prefix, queue)
+    }
+
+    /// The pub/sub channel an enqueue publishes to.
+    pub(crate) fn queue_wake(&self, queue: &QueueName) -> String {
+        format!("{}wake", self.queue_base(queue))
+    }
+
+    /// The set of every queue that ever received a task.
+    pub(crate) fn queue_registry(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    // ---- progress ----
+
+    /// `<prefix>:{p:<id>}:`.
+    pub(crate) fn op_base(&self, id: &OperationId) -> String {
+        format!("{}:{{p:{}}}:", self.prefix, id)
+    }
+
+    /// The snapshot key.
+    pub(crate) fn op_snapshot(&self, id: &OperationId) -> String {
+        format!("{}op", self.op_base(id))
+    }
+
+    /// The event stream.
+    pub(crate) fn op_events(&self, id: &OperationId) -> String {
+        format!("{}ev", self.op_base(id))
+    }
+
+    /// The channel every update publishes to.
+    pub(crate) fn op_wake(&self, id: &OperationId) -> String {
+        format!("{}wake", self.op_base(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spool_domain::limit::Policy;
+    use spool_domain::names::{CacheKey, PolicyName, Subject};
+    use std::time::Duration;
+
+    fn keys() -> Keys {
+        Keys::new(&KeyPrefix::parse("t1").expect("prefix"))
+    }
+
+    #[test]
+    fn layout_is_stable() {
+        let k = keys();
+        let p = ProjectId::parse("acme").expect("p");
+        let sk = ScopedKey::new(p.clone(), CacheKey::parse("user:1").expect("k"));
+        assert_eq!(k.cache_value(&sk), "t1:{c:acme}:k:user:1");
+        assert_eq!(k.cache_index(&p), "t1:{c:acme}:idx");
+        let q = QueueName::parse("emb").expect("q");
+        assert_eq!(k.queue_base(&q), "t1:{q:emb}:");
+        assert_eq!(k.queue_wake(&q), "t1:{q:emb}:wake");
+        assert_eq!(k.queue_registry(), "t1:queues");
+        let op = OperationId::parse("op1").expect("op");
+        assert_eq!(k.op_snapshot(&op), "t1:{p:op1}:op");
+        assert_eq!(k.op_events(&op), "t1:{p:op1}:ev");
+        let policy = Policy::new(
+            PolicyName::parse("per-sec").expect("n"),
+            10,
+            Duration::from_secs(1),
+            Algorithm::SlidingWindow,
+        )
+        .expect("policy");
+        let check = LimitCheck::new(policy, Subject::Ip("::1".parse().expect("ip")));
+        assert_eq!(k.limit(&check), "t1:{rl}:per-sec:10:1000:sw:ip:::1");
+    }
+}

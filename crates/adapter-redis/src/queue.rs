@@ -1,0 +1,627 @@
+//! The task queue: every transition is one Lua script over the queue's keys (tag
+//! `{q:<name>}`), which first promotes due tasks, reclaims expired leases and prunes finished
+//! tasks past retention (bounded batches of 100, atomic, safe from many processes at once),
+//! and records its timestamps from the server's `TIME`.
+//!
+//! | key (under `<prefix>:{q:<name>}:`) | what |
+//! |---|---|
+//! | `ready` | zset of queued tasks, score `rank·2^40 + seq` (strict priority, FIFO within one) |
+//! | `waiting` | zset of queued tasks by the time they became ready (oldest-waiting stat) |
+//! | `scheduled` | zset of scheduled and failed (awaiting retry) tasks by due time |
+//! | `running` | zset of running tasks by lease expiry |
+//! | `succeeded`, `dead`, `cancelled` | zsets of finished tasks by finish time, pruned past retention |
+//! | `t:<id>` | hash per task; finished tasks `PEXPIRE` after `finished_retention` |
+//! | `u:<unique key>` | the live task holding a unique key |
+//! | `seq` | FIFO sequence |
+//! | channel `wake` | published when a task becomes ready |
+//!
+//! Task IDs are ULIDs made inside the script from the server time plus 80 random bits sent
+//! by the client. Payloads and results are stored as the client's JSON text, never re-encoded
+//! by Lua.
+//!
+//! **Idle reservers** do not poll: before looking they arm a wake-up on each queue's channel
+//! (one subscriber connection per backend fans messages out to in-process `Notify`s), then
+//! sleep until a wake-up, the next due time / lease expiry the script reported, or 1 s —
+//! whichever is first — bounded by the caller's wait.
+//!
+//! Round trips per operation: `enqueue` 1 (plus one concurrent `SADD` to the queue registry
+//! the first time this process enqueues to a queue); `reserve` 1 per queue tried, in order
+//! (plus one `SUBSCRIBE` the first time this process waits on a queue), repeated after each
+//! wake-up while waiting; `heartbeat`, `complete`, `fail`, `cancel`, `requeue`, `get` 1;
+//! `stats` 1 per queue (concurrent) plus 1 `SMEMBERS` when no queue is named.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::interfaces::SetsInterface;
+use fred::types::Value;
+use spool_domain::backoff::{Backoff, Jitter};
+use spool_domain::names::{CorrelationId, QueueName, TaskId, TaskKind, UniqueKey, WorkerId};
+use spool_domain::task::{
+    Failure, Lease, LeaseToken, Priority, QueueStats, Retry, Schedule, Task, TaskSpec, TaskStatus,
+};
+use spool_domain::time::duration_millis;
+use spool_domain::Timestamp;
+use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions};
+use tokio::sync::Notify;
+
+use crate::backend::Shared;
+use crate::error::{classify, corrupt};
+use crate::reply::{array, fields, int, tagged, text};
+use crate::scripts::LuaScript;
+use crate::wake::MAX_IDLE_WAIT;
+
+/// The Redis queue store.
+#[derive(Clone)]
+pub struct RedisQueue {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue").finish_non_exhaustive()
+    }
+}
+
+/// What one reserve script found.
+enum ReserveOutcome {
+    Leased(Box<Lease>),
+    /// Nothing ready; the earliest due time / lease expiry, relative to the server's now.
+    Empty(Option<Duration>),
+}
+
+impl RedisQueue {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// KEYS[1..8] of every queue script (+ the task hash when given).
+    fn keys(&self, queue: &QueueName, task: Option<TaskId>) -> (Vec<String>, String) {
+        let base = self.shared.keys.queue_base(queue);
+        let mut keys: Vec<String> = [
+            "ready",
+            "waiting",
+            "scheduled",
+            "running",
+            "succeeded",
+            "dead",
+            "cancelled",
+            "seq",
+        ]
+        .iter()
+        .map(|k| format!("{base}{k}"))
+        .collect();
+        if let Some(id) = task {
+            keys.push(format!("{base}t:{id}"));
+        }
+        (keys, base)
+    }
+
+    fn retention_ms(&self) -> String {
+        duration_millis(self.shared.limits.finished_retention)
+            .max(1)
+            .to_string()
+    }
+
+    /// Runs a queue script; returns its tag and the rest of the reply.
+    async fn run(
+        &self,
+        script: &LuaScript,
+        queue: &QueueName,
+        task: Option<TaskId>,
+        extra: Vec<Value>,
+    ) -> Result<(String, Vec<Value>), PortError> {
+        let (keys, base) = self.keys(queue, task);
+        let mut args = Vec::with_capacity(2 + extra.len());
+        args.push(Value::from(base));
+        args.push(Value::from(self.retention_ms()));
+        args.extend(extra);
+        let reply: Value = script.run(&self.shared.pool, keys, args).await?;
+        tagged(reply)
+    }
+
+    /// Runs a script about one task and maps its error tags.
+    async fn run_task(
+        &self,
+        script: &LuaScript,
+        queue: &QueueName,
+        task: TaskId,
+        extra: Vec<Value>,
+        event: &str,
+    ) -> Result<Task, PortError> {
+        let (tag, rest) = self.run(script, queue, Some(task), extra).await?;
+        match tag.as_str() {
+            "ok" => task_from(queue, rest.into_iter().next()),
+            "not_found" => Err(PortError::not_found(format!("task {task}"))),
+            "lease_lost" => Err(PortError::LeaseLost {
+                task: task.to_string(),
+            }),
+            "conflict" => {
+                let from = rest.first().and_then(text).unwrap_or_default();
+                Err(PortError::conflict(format!(
+                    "a {from} task cannot take the event {event}"
+                )))
+            }
+            other => Err(corrupt(format!("queue script tag {other}"))),
+        }
+    }
+
+    /// Registers the queue in `<prefix>:queues` once per process.
+    async fn register(&self, queue: &QueueName) -> Result<(), PortError> {
+        if self
+            .shared
+            .registered_queues
+            .lock()
+            .contains(queue.as_str())
+        {
+            return Ok(());
+        }
+        self.shared
+            .pool
+            .sadd::<i64, _, _>(self.shared.keys.queue_registry(), queue.as_str())
+            .await
+            .map_err(classify)?;
+        self.shared
+            .registered_queues
+            .lock()
+            .insert(queue.as_str().to_owned());
+        Ok(())
+    }
+
+    /// The wake-up notifier of `queue`, subscribing on first use; `None` when pub/sub is
+    /// unavailable (the caller then re-checks every second).
+    async fn wake_for(&self, queue: &QueueName) -> Option<Arc<Notify>> {
+        if let Some(n) = self.shared.queue_wakes.lock().get(queue.as_str()) {
+            return Some(n.clone());
+        }
+        match self
+            .shared
+            .hub
+            .acquire(&self.shared.keys.queue_wake(queue))
+            .await
+        {
+            Ok(n) => {
+                let mut wakes = self.shared.queue_wakes.lock();
+                let entry = wakes.entry(queue.as_str().to_owned()).or_insert(n);
+                Some(entry.clone())
+            }
+            Err(e) => {
+                tracing::warn!(queue = %queue, error = %e, "cannot subscribe to queue wake-ups; re-checking every second");
+                None
+            }
+        }
+    }
+
+    async fn reserve_one(
+        &self,
+        queue: &QueueName,
+        opts: &ReserveOptions,
+    ) -> Result<ReserveOutcome, PortError> {
+        let extra = vec![
+            Value::from(duration_millis(opts.lease).to_string()),
+            Value::from(opts.worker.as_ref().map_or("", |w| w.as_str()).to_owned()),
+        ];
+        let (tag, rest) = self
+            .run(&self.shared.scripts.queue_reserve, queue, None, extra)
+            .await?;
+        match tag.as_str() {
+            "ok" => {
+                let task = task_from(queue, rest.into_iter().next())?;
+                Ok(ReserveOutcome::Leased(Box::new(task.lease())))
+            }
+            "empty" => {
+                let now = rest.first().and_then(int).unwrap_or(0);
+                let next = rest.get(1).and_then(int).unwrap_or(-1);
+                Ok(ReserveOutcome::Empty((next >= 0).then(|| {
+                    Duration::from_millis(u64::try_from(next - now).unwrap_or(0))
+                })))
+            }
+            other => Err(corrupt(format!("reserve script tag {other}"))),
+        }
+    }
+
+    async fn stats_one(&self, queue: &QueueName) -> Result<QueueStats, PortError> {
+        let (keys, base) = self.keys(queue, None);
+        let args = vec![Value::from(base), Value::from(self.retention_ms())];
+        let reply: Value = self
+            .shared
+            .scripts
+            .queue_stats
+            .run(&self.shared.pool, keys, args)
+            .await?;
+        let n: Vec<i64> = array(reply)?.iter().filter_map(int).collect();
+        if n.len() != 7 {
+            return Err(corrupt("stats script reply"));
+        }
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(QueueStats {
+            name: queue.as_str().to_owned(),
+            queued: u(n[0]),
+            scheduled: u(n[1]),
+            running: u(n[2]),
+            succeeded: u(n[3]),
+            dead: u(n[4]),
+            cancelled: u(n[5]),
+            oldest_waiting_ms: (n[6] >= 0).then(|| u(n[6])),
+        })
+    }
+}
+
+fn check_lease(lease: Duration) -> Result<(), PortError> {
+    ReserveOptions::new(lease).validate()
+}
+
+/// 16 Crockford base-32 characters of fresh randomness: the tail of a ULID.
+fn ulid_tail() -> String {
+    let id = TaskId::from_parts(Timestamp::EPOCH, rand::random::<u128>());
+    id.to_string()[10..].to_owned()
+}
+
+#[async_trait]
+impl QueueStore for RedisQueue {
+    async fn enqueue(&self, queue: &QueueName, spec: TaskSpec) -> Result<Enqueued, PortError> {
+        spec.validate(self.shared.limits.max_payload_bytes)?;
+        let payload = serde_json::to_string(&spec.payload)
+            .map_err(|e| PortError::invalid("payload", e.to_string()))?;
+        let (sched, sched_ms) = match spec.schedule {
+            Schedule::Now => ("now", 0),
+            Schedule::After(d) => ("after", duration_millis(d)),
+            Schedule::At(t) => ("at", t.as_millis()),
+        };
+        let b = spec.backoff;
+        let extra: Vec<Value> = vec![
+            ulid_tail().into(),
+            spec.kind.as_str().into(),
+            payload.into(),
+            i64::from(spec.priority.get()).to_string().into(),
+            spec.priority.rank().to_string().into(),
+            spec.max_attempts.get().to_string().into(),
+            b.initial_ms.to_string().into(),
+            b.max_ms.to_string().into(),
+            b.factor.to_string().into(),
+            match b.jitter {
+                Jitter::None => "none",
+                Jitter::Full => "full",
+            }
+            .into(),
+            spec.timeout
+                .map(|t| duration_millis(t).to_string())
+                .unwrap_or_default()
+                .into(),
+            spec.unique_key
+                .as_ref()
+                .map_or("", |k| k.as_str())
+                .to_owned()
+                .into(),
+            spec.correlation_id
+                .as_ref()
+                .map_or("", |c| c.as_str())
+                .to_owned()
+                .into(),
+            sched.into(),
+            sched_ms.to_string().into(),
+        ];
+        let script = self.run(&self.shared.scripts.queue_enqueue, queue, None, extra);
+        let (outcome, registered) = futures::join!(script, self.register(queue));
+        let (tag, rest) = outcome?;
+        if let Err(e) = registered {
+            // The task is stored; only the stats registry missed it. The next enqueue retries.
+            tracing::warn!(queue = %queue, error = %e, "could not register the queue for stats");
+        }
+        match tag.as_str() {
+            "created" => Ok(Enqueued::Created(task_from(
+                queue,
+                rest.into_iter().next(),
+            )?)),
+            "duplicate" => Ok(Enqueued::Duplicate(task_from(
+                queue,
+                rest.into_iter().next(),
+            )?)),
+            "collision" => Err(PortError::internal("task id collision; retry the enqueue")),
+            other => Err(corrupt(format!("enqueue script tag {other}"))),
+        }
+    }
+
+    async fn reserve(
+        &self,
+        queues: &[QueueName],
+        opts: ReserveOptions,
+    ) -> Result<Option<Lease>, PortError> {
+        if queues.is_empty() {
+            return Err(PortError::invalid("queues", "name at least one queue"));
+        }
+        opts.validate()?;
+        let deadline = tokio::time::Instant::now() + opts.wait;
+        let mut notifies = Vec::new();
+        if !opts.wait.is_zero() {
+            for q in queues {
+                if let Some(n) = self.wake_for(q).await {
+                    notifies.push(n);
+                }
+            }
+        }
+        loop {
+            // Arm the wake-ups before looking, so an enqueue right after the look still wakes us.
+            let mut armed: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = notifies
+                .iter()
+                .map(|n| {
+                    let mut f = Box::pin(n.notified());
+                    f.as_mut().enable();
+                    f
+                })
+                .collect();
+            let mut next: Option<Duration> = None;
+            for q in queues {
+                match self.reserve_one(q, &opts).await? {
+                    ReserveOutcome::Leased(lease) => return Ok(Some(*lease)),
+                    ReserveOutcome::Empty(hint) => {
+                        next = match (next, hint) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let mut nap = (deadline - now).min(MAX_IDLE_WAIT);
+            if let Some(hint) = next {
+                nap = nap.min(hint.max(Duration::from_millis(1)));
+            }
+            if armed.is_empty() {
+                tokio::time::sleep(nap).await;
+            } else {
+                let any_wake = futures::future::select_all(armed.iter_mut().map(|f| f.as_mut()));
+                tokio::select! {
+                    _ = any_wake => {}
+                    _ = tokio::time::sleep(nap) => {}
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: LeaseToken,
+        lease: Duration,
+    ) -> Result<Lease, PortError> {
+        check_lease(lease)?;
+        let extra = vec![
+            Value::from(token.get().to_string()),
+            Value::from(duration_millis(lease).to_string()),
+        ];
+        let t = self
+            .run_task(
+                &self.shared.scripts.queue_heartbeat,
+                queue,
+                task,
+                extra,
+                "Heartbeat",
+            )
+            .await?;
+        Ok(t.lease())
+    }
+
+    async fn complete(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: LeaseToken,
+        result: Option<serde_json::Value>,
+    ) -> Result<Task, PortError> {
+        let result_text = match &result {
+            Some(v) => {
+                let s = serde_json::to_string(v)
+                    .map_err(|e| PortError::invalid("result", e.to_string()))?;
+                let max = self.shared.limits.max_payload_bytes;
+                if s.len() > max {
+                    return Err(PortError::invalid(
+                        "result",
+                        format!("{} bytes exceeds the maximum of {max}", s.len()),
+                    ));
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        let extra = vec![
+            Value::from(token.get().to_string()),
+            Value::from(if result_text.is_some() { "1" } else { "0" }),
+            Value::from(result_text.unwrap_or_default()),
+        ];
+        self.run_task(
+            &self.shared.scripts.queue_complete,
+            queue,
+            task,
+            extra,
+            "Complete",
+        )
+        .await
+    }
+
+    async fn fail(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: LeaseToken,
+        failure: Failure,
+    ) -> Result<Task, PortError> {
+        let max = self.shared.limits.max_error_bytes;
+        if failure.error.len() > max {
+            return Err(PortError::invalid(
+                "error",
+                format!("{} bytes exceeds the maximum of {max}", failure.error.len()),
+            ));
+        }
+        let (mode, after) = match failure.retry {
+            Retry::Backoff => ("backoff", 0),
+            Retry::After(d) => {
+                if d > Backoff::MAX {
+                    return Err(PortError::invalid("retry", "delay must be at most 7 days"));
+                }
+                ("after", duration_millis(d))
+            }
+            Retry::Never => ("never", 0),
+        };
+        let extra = vec![
+            Value::from(token.get().to_string()),
+            Value::from(failure.error),
+            Value::from(mode),
+            Value::from(after.to_string()),
+            Value::from(rand::random::<f64>().to_string()),
+        ];
+        self.run_task(&self.shared.scripts.queue_fail, queue, task, extra, "Fail")
+            .await
+    }
+
+    async fn cancel(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError> {
+        self.run_task(
+            &self.shared.scripts.queue_cancel,
+            queue,
+            task,
+            Vec::new(),
+            "Cancel",
+        )
+        .await
+    }
+
+    async fn requeue(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError> {
+        self.run_task(
+            &self.shared.scripts.queue_requeue,
+            queue,
+            task,
+            Vec::new(),
+            "Requeue",
+        )
+        .await
+    }
+
+    async fn get(&self, queue: &QueueName, task: TaskId) -> Result<Option<Task>, PortError> {
+        match self
+            .run_task(
+                &self.shared.scripts.queue_get,
+                queue,
+                task,
+                Vec::new(),
+                "Get",
+            )
+            .await
+        {
+            Ok(t) => Ok(Some(t)),
+            Err(PortError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stats(&self, queues: &[QueueName]) -> Result<Vec<QueueStats>, PortError> {
+        let max = self.shared.limits.max_batch;
+        if queues.len() > max {
+            return Err(PortError::invalid(
+                "queues",
+                format!("{} queues exceed the maximum of {max}", queues.len()),
+            ));
+        }
+        let mut names: Vec<QueueName> = if queues.is_empty() {
+            let members: Vec<String> = self
+                .shared
+                .pool
+                .smembers(self.shared.keys.queue_registry())
+                .await
+                .map_err(classify)?;
+            members
+                .into_iter()
+                .filter_map(|m| QueueName::parse(m).ok())
+                .collect()
+        } else {
+            queues.to_vec()
+        };
+        names.sort();
+        names.dedup();
+        futures::future::try_join_all(names.iter().map(|q| self.stats_one(q))).await
+    }
+}
+
+/// Builds a [`Task`] from its hash.
+fn task_from(queue: &QueueName, reply: Option<Value>) -> Result<Task, PortError> {
+    let f = fields(reply.ok_or_else(|| corrupt("task reply without fields"))?)?;
+    let get = |k: &str| f.get(k).map(String::as_str);
+    let need = |k: &str| get(k).ok_or_else(|| corrupt(format!("task field {k} missing")));
+    let num = |k: &str| -> Result<u64, PortError> {
+        need(k)?
+            .parse::<u64>()
+            .map_err(|_| corrupt(format!("task field {k} is not a number")))
+    };
+    let opt_num = |k: &str| -> Result<Option<u64>, PortError> {
+        get(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| corrupt(format!("task field {k} is not a number")))
+            })
+            .transpose()
+    };
+    let ts = |k: &str| -> Result<Option<Timestamp>, PortError> {
+        Ok(opt_num(k)?.map(Timestamp::from_millis))
+    };
+    let bad = |k: &'static str| {
+        move |e: spool_domain::ValidationError| corrupt(format!("task field {k}: {e}"))
+    };
+    let json = |k: &str, s: &str| -> Result<serde_json::Value, PortError> {
+        serde_json::from_str(s).map_err(|e| corrupt(format!("task field {k}: {e}")))
+    };
+    let small = |k: &str| -> Result<u32, PortError> {
+        u32::try_from(num(k)?).map_err(|_| corrupt(format!("task field {k} out of range")))
+    };
+    Ok(Task {
+        id: TaskId::parse(need("id")?).map_err(bad("id"))?,
+        queue: queue.clone(),
+        kind: TaskKind::parse(need("kind")?).map_err(bad("kind"))?,
+        payload: json("payload", need("payload")?)?,
+        priority: Priority::new(
+            need("priority")?
+                .parse::<i64>()
+                .map_err(|_| corrupt("task field priority"))?,
+        )
+        .map_err(bad("priority"))?,
+        status: TaskStatus::parse(need("status")?).ok_or_else(|| corrupt("task field status"))?,
+        attempts: small("attempts")?,
+        max_attempts: small("max_attempts")?,
+        backoff: Backoff {
+            initial_ms: num("backoff_initial_ms")?,
+            max_ms: num("backoff_max_ms")?,
+            factor: small("backoff_factor")?,
+            jitter: if need("backoff_jitter")? == "full" {
+                Jitter::Full
+            } else {
+                Jitter::None
+            },
+        },
+        timeout_ms: opt_num("timeout_ms")?,
+        unique_key: get("unique_key")
+            .map(UniqueKey::parse)
+            .transpose()
+            .map_err(bad("unique_key"))?,
+        correlation_id: get("correlation_id")
+            .map(CorrelationId::parse)
+            .transpose()
+            .map_err(bad("correlation_id"))?,
+        enqueued_at: Timestamp::from_millis(num("enqueued_at")?),
+        scheduled_for: ts("scheduled_for")?,
+        started_at: ts("started_at")?,
+        heartbeat_at: ts("heartbeat_at")?,
+        finished_at: ts("finished_at")?,
+        lease_expires_at: ts("lease_expires_at")?,
+        worker: get("worker")
+            .map(WorkerId::parse)
+            .transpose()
+            .map_err(bad("worker"))?,
+        last_error: get("last_error").map(str::to_owned),
+        result: get("result").map(|r| json("result", r)).transpose()?,
+        lease_seq: num("lease_seq")?,
+    })
+}
