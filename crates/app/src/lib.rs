@@ -1,3 +1,44 @@
 //! # spool-app
 //!
-//! Configuration, wiring, services, resilience, HTTP and telemetry of spool.
+//! What other applications link: one call builds spool's four services from configuration,
+//! over ports whose adapter (memory or Redis) is a configuration choice.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | typed configuration: defaults → TOML file → `SPOOL_*` env vars, validated |
+//! | [`wiring`] | [`Spool::from_config`]: the services over `Arc<dyn Port>`s ([`Backends`]) |
+//! | [`services`] | [`CacheManager`], [`RateLimiter`], [`QueueManager`], [`ProgressTracker`] |
+//! | [`worker`] | the worker runtime: typed handlers, concurrency, heartbeats, retries, drain |
+//!
+//! ```
+//! use spool_app::config::{Config, EnvLayer};
+//! use spool_app::services::EnqueueOptions;
+//! use spool_app::Spool;
+//! use spool_domain::names::{ProjectId, QueueName, TaskKind};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // SPOOL_BACKEND=redis (or `backend = "redis"` in the file) swaps the adapter; no code changes.
+//! let config = Config::load_from(None, &EnvLayer::from_pairs([("SPOOL_BACKEND", "memory")]))?;
+//! let spool = Spool::from_config(&config).await?;
+//!
+//! let project = ProjectId::parse("acme")?;
+//! let _maybe: Option<String> = spool.cache().get(&project, "users", "42").await.unwrap_or(None);
+//! let _queued = spool
+//!     .queue()
+//!     .enqueue(&QueueName::embeddings(), &TaskKind::parse("embed")?,
+//!              &serde_json::json!({"texts": ["hi"]}), EnqueueOptions::new())
+//!     .await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod services;
+pub mod wiring;
+pub mod worker;
+
+pub use config::{Config, ConfigError, Settings};
+pub use services::{
+    CacheManager, ProgressTracker, QueueManager, RateLimitRequest, RateLimiter, ServiceError,
+};
+pub use wiring::{memory_backends, Backends, Spool, WiringError};
+pub use worker::{HandlerError, TaskContext, WorkerBuilder, WorkerRuntime};

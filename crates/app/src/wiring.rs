@@ -1,0 +1,275 @@
+//! Wiring: one call builds every service from configuration.
+//!
+//! The only place that knows which adapter backs the ports is [`Backends`]: five
+//! `Arc<dyn Port>`s built by [`memory_backends`] (and, later, by the Redis wiring). Every
+//! service is built over those trait objects, so swapping memory ↔ Redis — or wrapping the
+//! ports in resilience layers — is a configuration change, not a code change.
+//!
+//! ```
+//! use spool_app::config::{Config, EnvLayer};
+//! use spool_app::Spool;
+//! use spool_domain::names::ProjectId;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::load_from(None, &EnvLayer::default())?; // memory backend
+//! let spool = Spool::from_config(&config).await?;
+//! assert_eq!(spool.backend(), "memory");
+//! let _project = ProjectId::parse("acme")?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use spool_adapter_memory::{
+    Clock, MemoryCache, MemoryHealth, MemoryProgress, MemoryQueue, MemoryRateLimiter, TokioClock,
+};
+use spool_domain::limits::StoreLimits;
+use spool_domain::ValidationError;
+use spool_ports::{CacheStore, Health, PortError, ProgressStore, QueueStore, RateLimitStore};
+
+use crate::config::{BackendKind, Config, ConfigError, Settings};
+use crate::services::{CacheManager, ProgressTracker, QueueManager, RateLimiter};
+use crate::worker::WorkerBuilder;
+
+/// The ports the services run on, one trait object each.
+#[derive(Clone)]
+pub struct Backends {
+    /// `memory`, `redis`, or what a wrapper calls itself.
+    pub name: &'static str,
+    /// The cache port.
+    pub cache: Arc<dyn CacheStore>,
+    /// The rate-limiter port.
+    pub limiter: Arc<dyn RateLimitStore>,
+    /// The queue port.
+    pub queue: Arc<dyn QueueStore>,
+    /// The progress port.
+    pub progress: Arc<dyn ProgressStore>,
+    /// The health port.
+    pub health: Arc<dyn Health>,
+}
+
+impl fmt::Debug for Backends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backends")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every port in process memory, sharing `clock`.
+pub fn memory_backends(limits: &StoreLimits, clock: Arc<dyn Clock>) -> Backends {
+    Backends {
+        name: "memory",
+        cache: Arc::new(MemoryCache::new(limits, Arc::clone(&clock))),
+        limiter: Arc::new(MemoryRateLimiter::new(limits, Arc::clone(&clock))),
+        queue: Arc::new(MemoryQueue::new(limits, Arc::clone(&clock))),
+        progress: Arc::new(MemoryProgress::new(limits, Arc::clone(&clock))),
+        health: Arc::new(MemoryHealth::new(limits, clock)),
+    }
+}
+
+/// The backends `config` asks for.
+///
+/// # Errors
+/// [`WiringError::NotWired`] for a backend this build cannot construct yet; backend
+/// connection errors.
+pub async fn backends_for(config: &Config, settings: &Settings) -> Result<Backends, WiringError> {
+    match config.backend {
+        BackendKind::Memory => Ok(memory_backends(
+            &settings.limits,
+            Arc::new(TokioClock::new()),
+        )),
+        BackendKind::Redis => Err(WiringError::NotWired {
+            backend: BackendKind::Redis.as_str(),
+        }),
+    }
+}
+
+/// Why the services could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WiringError {
+    /// A setting is bad.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configured backend is not available in this build yet.
+    #[error("{backend} backend: not wired yet")]
+    NotWired {
+        /// `redis`.
+        backend: &'static str,
+    },
+    /// The backend refused to start (unreachable, bad credentials).
+    #[error("backend: {0}")]
+    Backend(#[from] PortError),
+    /// A service refused its settings.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}
+
+struct Inner {
+    backend: &'static str,
+    cache: CacheManager,
+    limiter: RateLimiter,
+    queue: QueueManager,
+    progress: ProgressTracker,
+    health: Arc<dyn Health>,
+    settings: Settings,
+    config: Config,
+}
+
+/// Every spool service, built from one configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Spool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spool")
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spool {
+    /// Validates `config`, builds the backend it names and every service over it.
+    ///
+    /// # Errors
+    /// A bad setting; a backend that is not wired or does not start.
+    pub async fn from_config(config: &Config) -> Result<Spool, WiringError> {
+        let settings = config.validate()?;
+        let backends = backends_for(config, &settings).await?;
+        Self::assemble(backends, config, settings)
+    }
+
+    /// Builds every service over `backends` (tests, embedders, wrapped ports), with the
+    /// service settings of `config`.
+    ///
+    /// # Errors
+    /// A bad setting.
+    pub fn from_backends(backends: Backends, config: &Config) -> Result<Spool, WiringError> {
+        let settings = config.validate()?;
+        Self::assemble(backends, config, settings)
+    }
+
+    fn assemble(
+        backends: Backends,
+        config: &Config,
+        settings: Settings,
+    ) -> Result<Spool, WiringError> {
+        let cache = CacheManager::new(backends.cache, settings.cache.clone());
+        let limiter = RateLimiter::new(backends.limiter, settings.rate_limits.clone())?;
+        let queue = QueueManager::new(backends.queue, settings.queues.clone());
+        let progress = ProgressTracker::new(backends.progress);
+        tracing::info!(backend = backends.name, "spool services ready");
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                backend: backends.name,
+                cache,
+                limiter,
+                queue,
+                progress,
+                health: backends.health,
+                settings,
+                config: config.clone(),
+            }),
+        })
+    }
+
+    /// `memory` or `redis`.
+    pub fn backend(&self) -> &'static str {
+        self.inner.backend
+    }
+
+    /// The cache service.
+    pub fn cache(&self) -> &CacheManager {
+        &self.inner.cache
+    }
+
+    /// The rate limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    /// The queues.
+    pub fn queue(&self) -> &QueueManager {
+        &self.inner.queue
+    }
+
+    /// Progress tracking.
+    pub fn progress(&self) -> &ProgressTracker {
+        &self.inner.progress
+    }
+
+    /// Backend health.
+    pub fn health(&self) -> &Arc<dyn Health> {
+        &self.inner.health
+    }
+
+    /// The validated settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The configuration the services were built from.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// A worker runtime builder over these services, with the `[worker]` and `[queues]`
+    /// settings applied; register handlers, then `build()` and `run_until(shutdown)`.
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::from_config(
+            self.inner.queue.clone(),
+            self.inner.progress.clone(),
+            &self.inner.config.worker,
+            &self.inner.settings.limits,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EnvLayer;
+
+    #[tokio::test]
+    async fn memory_is_the_default_backend() {
+        let config = Config::default();
+        let spool = Spool::from_config(&config).await.unwrap();
+        assert_eq!(spool.backend(), "memory");
+        let h = spool.health().check().await.unwrap();
+        assert_eq!(h.backend, "memory");
+    }
+
+    #[tokio::test]
+    async fn redis_is_refused_in_one_clear_place() {
+        let env = EnvLayer::from_pairs([("SPOOL_BACKEND", "redis")]);
+        let config = Config::load_from(None, &env).unwrap();
+        let e = Spool::from_config(&config).await.unwrap_err();
+        assert!(matches!(e, WiringError::NotWired { backend: "redis" }));
+        assert_eq!(e.to_string(), "redis backend: not wired yet");
+    }
+
+    #[tokio::test]
+    async fn settings_reach_the_services() {
+        let env = EnvLayer::from_pairs([
+            ("SPOOL_RATE_LIMITS", "ip:100/60s,user:1000/1h"),
+            ("SPOOL_QUEUES__EMBEDDINGS__CONCURRENCY", "7"),
+            ("SPOOL_CACHE__CODEC", "msgpack"),
+        ]);
+        let config = Config::load_from(None, &env).unwrap();
+        let backends = memory_backends(&StoreLimits::default(), Arc::new(TokioClock::new()));
+        let spool = Spool::from_backends(backends, &config).unwrap();
+        assert_eq!(spool.limiter().policies().len(), 2);
+        assert_eq!(
+            spool
+                .queue()
+                .settings(&spool_domain::names::QueueName::embeddings())
+                .concurrency,
+            7
+        );
+        assert_eq!(spool.cache().codec(), crate::services::Codec::MsgPack);
+    }
+}

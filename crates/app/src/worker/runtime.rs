@@ -1,0 +1,664 @@
+//! The worker runtime: reserve, run, heartbeat, report, drain.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use spool_domain::limits::StoreLimits;
+use spool_domain::names::{QueueName, TaskKind, WorkerId};
+use spool_domain::task::{Failure, Lease, Retry, TaskStatus};
+use spool_ports::{PortError, ReserveOptions};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::context::{HandlerResult, TaskContext};
+use super::registry::{Registry, StartError};
+use crate::config::WorkerConfig;
+use crate::services::{panic_message, ProgressTracker, QueueManager, ServiceError};
+
+/// The error recorded for a task released back to its queue on shutdown.
+pub const RELEASED_ON_SHUTDOWN: &str = "released on shutdown";
+
+/// Shortest lease: heartbeats go every third of it.
+const MIN_LEASE: Duration = Duration::from_millis(3);
+
+/// Shortest reservation wait, so an idle worker never spins.
+pub(crate) const MIN_RESERVE_WAIT: Duration = Duration::from_millis(10);
+
+/// Per-queue overrides set on the builder.
+#[derive(Debug, Clone, Default)]
+struct QueueOverride {
+    concurrency: Option<usize>,
+    lease: Option<Duration>,
+}
+
+/// Builds a [`WorkerRuntime`]: register handlers, adjust settings, `build()`.
+///
+/// ```
+/// use spool_app::worker::{HandlerError, TaskContext, WorkerBuilder};
+/// use spool_app::services::{ProgressTracker, QueueManager, QueuePolicies};
+/// use spool_domain::names::{QueueName, TaskKind};
+/// # use std::sync::Arc;
+/// # use spool_adapter_memory::{MemoryQueue, MemoryProgress, TokioClock};
+/// # use spool_domain::limits::StoreLimits;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Resize { url: String, width: u32 }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let clock = Arc::new(TokioClock::new());
+/// # let queue = QueueManager::new(Arc::new(MemoryQueue::new(&StoreLimits::default(), clock.clone())), QueuePolicies::default());
+/// # let progress = ProgressTracker::new(Arc::new(MemoryProgress::new(&StoreLimits::default(), clock)));
+/// let runtime = WorkerBuilder::new(queue, progress)
+///     .register(QueueName::parse("images").unwrap(), TaskKind::parse("resize").unwrap(),
+///         |ctx: TaskContext, job: Resize| async move {
+///             if job.width == 0 {
+///                 return Err(HandlerError::permanent("width must be positive"));
+///             }
+///             tracing::info!(task = %ctx.task_id(), url = %job.url, "resizing");
+///             Ok(Some(serde_json::json!({ "width": job.width })))
+///         })
+///     .concurrency(&QueueName::parse("images").unwrap(), 2)
+///     .build();
+/// // runtime.run_until(spool_app::worker::shutdown_signal()).await;
+/// # drop(runtime); }
+/// ```
+pub struct WorkerBuilder {
+    queue: QueueManager,
+    progress: ProgressTracker,
+    registry: Registry,
+    overrides: BTreeMap<QueueName, QueueOverride>,
+    worker_id: Option<WorkerId>,
+    drain_timeout: Duration,
+    reserve_wait: Duration,
+    max_error_bytes: usize,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("queues", &self.registry.queues())
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// A builder with the default `[worker]` settings.
+    pub fn new(queue: QueueManager, progress: ProgressTracker) -> Self {
+        Self::from_config(
+            queue,
+            progress,
+            &WorkerConfig::default(),
+            &StoreLimits::default(),
+        )
+    }
+
+    /// A builder with `config`'s drain timeout, reserve wait and worker ID (an invalid ID
+    /// is replaced by a generated one; `Config::validate` refuses it earlier).
+    pub fn from_config(
+        queue: QueueManager,
+        progress: ProgressTracker,
+        config: &WorkerConfig,
+        limits: &StoreLimits,
+    ) -> Self {
+        Self {
+            queue,
+            progress,
+            registry: Registry::default(),
+            overrides: BTreeMap::new(),
+            worker_id: config.id.as_deref().and_then(|id| WorkerId::parse(id).ok()),
+            drain_timeout: config.drain_timeout,
+            reserve_wait: config
+                .reserve_wait
+                .clamp(MIN_RESERVE_WAIT, ReserveOptions::MAX_WAIT),
+            max_error_bytes: limits.max_error_bytes,
+        }
+    }
+
+    /// Registers `handler` for tasks of `kind` on `queue`; the payload is deserialised into
+    /// `T` (a payload that does not fit is dead at once, never retried). A second
+    /// registration for the same pair replaces the first.
+    pub fn register<T, F, Fut>(mut self, queue: QueueName, kind: TaskKind, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(TaskContext, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.registry.insert(queue, kind, handler);
+        self
+    }
+
+    /// Handlers of `queue` running at once (at least 1); default from `[queues.<name>]`.
+    pub fn concurrency(mut self, queue: &QueueName, n: usize) -> Self {
+        self.overrides.entry(queue.clone()).or_default().concurrency = Some(n.max(1));
+        self
+    }
+
+    /// Lease per reservation on `queue` (kept within `3 ms..=1 day`); default from
+    /// `[queues.<name>]`.
+    pub fn lease(mut self, queue: &QueueName, lease: Duration) -> Self {
+        self.overrides.entry(queue.clone()).or_default().lease =
+            Some(lease.clamp(MIN_LEASE, ReserveOptions::MAX_LEASE));
+        self
+    }
+
+    /// How long in-flight tasks may finish after shutdown before they are released.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+
+    /// How long one reservation waits for a task (`10 ms..=5 min`).
+    pub fn reserve_wait(mut self, d: Duration) -> Self {
+        self.reserve_wait = d.clamp(MIN_RESERVE_WAIT, ReserveOptions::MAX_WAIT);
+        self
+    }
+
+    /// The worker ID recorded on reserved tasks.
+    pub fn worker_id(mut self, id: WorkerId) -> Self {
+        self.worker_id = Some(id);
+        self
+    }
+
+    /// Queues with handlers, sorted.
+    pub fn queues(&self) -> Vec<QueueName> {
+        self.registry.queues()
+    }
+
+    /// The runtime.
+    pub fn build(self) -> WorkerRuntime {
+        let lanes = self
+            .registry
+            .queues()
+            .into_iter()
+            .map(|q| {
+                let s = self.queue.settings(&q);
+                let o = self.overrides.get(&q).cloned().unwrap_or_default();
+                Lane {
+                    concurrency: o.concurrency.unwrap_or(s.concurrency).max(1),
+                    lease: o
+                        .lease
+                        .unwrap_or(s.lease)
+                        .clamp(MIN_LEASE, ReserveOptions::MAX_LEASE),
+                    timeout: s.timeout,
+                    queue: q,
+                }
+            })
+            .collect();
+        let worker_id = self.worker_id.unwrap_or_else(generated_worker_id);
+        WorkerRuntime {
+            shared: Arc::new(Shared {
+                queue: self.queue,
+                progress: self.progress,
+                registry: self.registry,
+                worker_id,
+                reserve_wait: self.reserve_wait,
+                max_error_bytes: self.max_error_bytes.max(16),
+                stop: CancellationToken::new(),
+                release: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                counts: Counts::default(),
+            }),
+            lanes,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+fn generated_worker_id() -> WorkerId {
+    let id = format!(
+        "worker-{}-{}",
+        std::process::id(),
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    WorkerId::parse(id).expect("digits, letters and '-' form a valid worker id")
+}
+
+#[derive(Debug, Clone)]
+struct Lane {
+    queue: QueueName,
+    concurrency: usize,
+    lease: Duration,
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    succeeded: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
+    released: AtomicU64,
+    lease_lost: AtomicU64,
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Tasks completed.
+    pub succeeded: u64,
+    /// Failed attempts that will be retried.
+    pub retried: u64,
+    /// Tasks that went to the dead-letter set from this worker.
+    pub dead: u64,
+    /// Tasks released back to their queue on shutdown.
+    pub released: u64,
+    /// Attempts whose lease was lost (result dropped).
+    pub lease_lost: u64,
+}
+
+struct Shared {
+    queue: QueueManager,
+    progress: ProgressTracker,
+    registry: Registry,
+    worker_id: WorkerId,
+    reserve_wait: Duration,
+    max_error_bytes: usize,
+    /// Stop reserving.
+    stop: CancellationToken,
+    /// Drain time is over: cancel handlers and release their tasks.
+    release: CancellationToken,
+    tracker: TaskTracker,
+    counts: Counts,
+}
+
+/// Runs registered handlers: per queue, up to `concurrency` at once, each under a lease kept
+/// alive by heartbeats, with retries, dead letters and a graceful drain.
+///
+/// | outcome of an attempt | reported as |
+/// |---|---|
+/// | `Ok(result)` | `complete(result)` |
+/// | `Err(HandlerError)` | `fail` with its retry policy (task backoff by default) |
+/// | timeout (task's, else the queue's) | `fail(Retry::Backoff)`, handler cancelled |
+/// | panic | `fail(Retry::Never)` with the panic message: dead |
+/// | payload that does not deserialise | `fail(Retry::Never)`: dead |
+/// | no handler for the kind | `fail(Retry::Never)`: dead |
+/// | lease lost (cancelled, reclaimed) | nothing: the handler is cancelled, its result dropped |
+/// | still running when the drain timeout ends | `fail(Retry::After(0))`, "released on shutdown" |
+pub struct WorkerRuntime {
+    shared: Arc<Shared>,
+    lanes: Vec<Lane>,
+    drain_timeout: Duration,
+}
+
+impl fmt::Debug for WorkerRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerRuntime")
+            .field("worker_id", &self.shared.worker_id)
+            .field("lanes", &self.lanes)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Outcome {
+    Complete(Option<serde_json::Value>),
+    Fail(Failure),
+    LeaseLost(String),
+    Release,
+}
+
+impl WorkerRuntime {
+    /// The worker ID recorded on reserved tasks.
+    pub fn worker_id(&self) -> &WorkerId {
+        &self.shared.worker_id
+    }
+
+    /// Runs until `shutdown` completes, then drains: stops reserving, lets in-flight tasks
+    /// finish for up to the drain timeout, then cancels the rest and releases their tasks
+    /// back to the queue (`fail(Retry::After(0))`, "released on shutdown") so another worker
+    /// picks them up. Returns what was done.
+    pub async fn run_until<S>(self, shutdown: S) -> WorkerReport
+    where
+        S: Future<Output = ()> + Send,
+    {
+        let shared = Arc::clone(&self.shared);
+        tracing::info!(
+            worker_id = %shared.worker_id,
+            queues = ?self.lanes.iter().map(|l| l.queue.as_str()).collect::<Vec<_>>(),
+            "worker started"
+        );
+        let lanes = futures::future::join_all(
+            self.lanes
+                .iter()
+                .cloned()
+                .map(|lane| reserve_loop(Arc::clone(&shared), lane)),
+        );
+        tokio::pin!(lanes);
+        if self.lanes.is_empty() {
+            tracing::warn!("no handlers registered; waiting for shutdown");
+        }
+        tokio::select! {
+            () = shutdown => {}
+            // Lanes only end once stopped; with none, wait for the shutdown alone.
+            _ = &mut lanes, if !self.lanes.is_empty() => {}
+        }
+        tracing::info!(in_flight = shared.tracker.len(), "worker draining");
+        shared.stop.cancel();
+        lanes.await;
+        shared.tracker.close();
+        if tokio::time::timeout(self.drain_timeout, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = shared.tracker.len(),
+                "drain timeout reached; releasing in-flight tasks"
+            );
+            shared.release.cancel();
+            shared.tracker.wait().await;
+        }
+        let c = &shared.counts;
+        let report = WorkerReport {
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            dead: c.dead.load(Ordering::Relaxed),
+            released: c.released.load(Ordering::Relaxed),
+            lease_lost: c.lease_lost.load(Ordering::Relaxed),
+        };
+        tracing::info!(?report, "worker stopped");
+        report
+    }
+}
+
+/// Reserves tasks of one queue while a concurrency slot is free, until stopped.
+async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
+    let slots = Arc::new(Semaphore::new(lane.concurrency));
+    let queues = [lane.queue.clone()];
+    let mut failures: u32 = 0;
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break,
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let opts = ReserveOptions::new(lane.lease)
+            .wait(shared.reserve_wait)
+            .worker(shared.worker_id.clone());
+        let reserved = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break,
+            r = shared.queue.reserve(&queues, opts) => r,
+        };
+        match reserved {
+            Ok(Some(lease)) => {
+                failures = 0;
+                let received = Instant::now();
+                shared.tracker.spawn(process(
+                    Arc::clone(&shared),
+                    lane.clone(),
+                    lease,
+                    received,
+                    permit,
+                ));
+            }
+            Ok(None) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let pause =
+                    Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5));
+                tracing::warn!(queue = %lane.queue, error = %e, retry_in = ?pause, "reserve failed");
+                tokio::select! {
+                    () = shared.stop.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs one reserved task and reports its outcome.
+async fn process(
+    shared: Arc<Shared>,
+    lane: Lane,
+    lease: Lease,
+    received: Instant,
+    permit: OwnedSemaphorePermit,
+) {
+    let task = &lease.task;
+    let span = tracing::info_span!(
+        "task",
+        queue = %task.queue,
+        kind = %task.kind,
+        task_id = %task.id,
+        attempt = task.attempts,
+        correlation_id = tracing::field::Empty,
+        worker_id = %shared.worker_id,
+    );
+    if let Some(c) = &task.correlation_id {
+        span.record("correlation_id", tracing::field::display(c));
+    }
+    async {
+        let outcome = run(&shared, &lane, &lease, received).await;
+        report(&shared, &lease, outcome).await;
+    }
+    .instrument(span)
+    .await;
+    drop(permit);
+}
+
+async fn run(shared: &Shared, lane: &Lane, lease: &Lease, received: Instant) -> Outcome {
+    let task = &lease.task;
+    let Some(handler) = shared.registry.get(&task.queue, &task.kind) else {
+        return Outcome::Fail(Failure {
+            error: format!(
+                "no handler for task kind {} on queue {} (registered: {})",
+                task.kind,
+                task.queue,
+                shared
+                    .registry
+                    .kinds(&task.queue)
+                    .iter()
+                    .map(TaskKind::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            retry: Retry::Never,
+        });
+    };
+    let cancel = CancellationToken::new();
+    let ctx = TaskContext {
+        task_id: task.id,
+        queue: task.queue.clone(),
+        kind: task.kind.clone(),
+        attempt: task.attempts,
+        max_attempts: task.max_attempts,
+        correlation_id: task.correlation_id.clone(),
+        progress: shared.progress.clone(),
+        cancel: cancel.clone(),
+    };
+    let fut = match handler.start(ctx, task.payload.clone()) {
+        Ok(f) => f,
+        Err(StartError::Poison(msg)) => {
+            tracing::warn!(error = %msg, "poison payload");
+            return Outcome::Fail(Failure {
+                error: msg,
+                retry: Retry::Never,
+            });
+        }
+        Err(StartError::Panicked(msg)) => {
+            return Outcome::Fail(Failure {
+                error: format!("handler panicked: {msg}"),
+                retry: Retry::Never,
+            })
+        }
+    };
+    let timeout = task.timeout_ms.map(Duration::from_millis).or(lane.timeout);
+    let timed_out = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        r = AssertUnwindSafe(fut).catch_unwind() => match r {
+            Ok(Ok(result)) => Outcome::Complete(result),
+            Ok(Err(e)) => Outcome::Fail(Failure { error: e.message().to_owned(), retry: e.retry_policy() }),
+            Err(p) => {
+                let msg = panic_message(&*p);
+                tracing::error!(panic = %msg, "handler panicked");
+                Outcome::Fail(Failure { error: format!("handler panicked: {msg}"), retry: Retry::Never })
+            }
+        },
+        why = keep_alive(shared, lane, lease, received) => Outcome::LeaseLost(why),
+        () = timed_out => Outcome::Fail(Failure {
+            error: format!("timed out after {}", crate::config::serde_util::format_duration(timeout.unwrap_or_default())),
+            retry: Retry::Backoff,
+        }),
+        () = shared.release.cancelled() => Outcome::Release,
+    };
+    // Whatever ended the attempt, work the handler started elsewhere should stop.
+    cancel.cancel();
+    outcome
+}
+
+/// Heartbeats every third of the lease; returns why the lease is gone once it is.
+async fn keep_alive(shared: &Shared, lane: &Lane, lease: &Lease, received: Instant) -> String {
+    let task = &lease.task;
+    let every = (lane.lease / 3).max(Duration::from_millis(1));
+    let mut deadline = received + lane.lease;
+    loop {
+        tokio::time::sleep(every).await;
+        let sent = Instant::now();
+        match shared
+            .queue
+            .heartbeat(&task.queue, task.id, lease.token, lane.lease)
+            .await
+        {
+            Ok(_) => deadline = sent + lane.lease,
+            Err(ServiceError::Port(
+                e @ (PortError::LeaseLost { .. }
+                | PortError::NotFound { .. }
+                | PortError::Conflict { .. }),
+            )) => return e.to_string(),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                if Instant::now() >= deadline {
+                    return format!("lease ran out while heartbeats failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn bounded(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max.saturating_sub(3);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push_str("...");
+    s
+}
+
+async fn report(shared: &Shared, lease: &Lease, outcome: Outcome) {
+    let task = &lease.task;
+    let counts = &shared.counts;
+    match outcome {
+        Outcome::Complete(result) => {
+            match shared
+                .queue
+                .complete(&task.queue, task.id, lease.token, result)
+                .await
+            {
+                Ok(_) => {
+                    counts.succeeded.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("task succeeded");
+                }
+                Err(ServiceError::Port(PortError::LeaseLost { .. })) => {
+                    counts.lease_lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("task finished after its lease was lost; result dropped");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not record success; the task will be redelivered after its lease")
+                }
+            }
+        }
+        Outcome::Fail(failure) => {
+            let failure = Failure {
+                error: bounded(failure.error, shared.max_error_bytes),
+                retry: failure.retry,
+            };
+            tracing::warn!(error = %failure.error, retry = ?failure.retry, "task attempt failed");
+            record_failure(shared, lease, failure, Reason::Attempt).await;
+        }
+        Outcome::LeaseLost(why) => {
+            counts.lease_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(reason = %why, "lease lost; handler cancelled and result dropped");
+        }
+        Outcome::Release => {
+            let failure = Failure {
+                error: RELEASED_ON_SHUTDOWN.to_owned(),
+                retry: Retry::After(Duration::ZERO),
+            };
+            record_failure(shared, lease, failure, Reason::Release).await;
+        }
+    }
+}
+
+/// Why a failure is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// The attempt failed.
+    Attempt,
+    /// The worker hands the task back on shutdown.
+    Release,
+}
+
+async fn record_failure(shared: &Shared, lease: &Lease, failure: Failure, reason: Reason) {
+    let task = &lease.task;
+    let counts = &shared.counts;
+    match shared
+        .queue
+        .fail(&task.queue, task.id, lease.token, failure)
+        .await
+    {
+        Ok(t) if reason == Reason::Release => {
+            counts.released.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(status = %t.status, "task released on shutdown");
+        }
+        Ok(t) if t.status == TaskStatus::Dead => {
+            counts.dead.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("task is dead");
+        }
+        Ok(_) => {
+            counts.retried.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(ServiceError::Port(PortError::LeaseLost { .. })) => {
+            counts.lease_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("lease lost before the failure was recorded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not record the failure; the task will be redelivered after its lease")
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::bounded;
+
+    #[test]
+    fn bounded_cuts_on_char_boundaries() {
+        assert_eq!(bounded("short".into(), 10), "short");
+        let long = "é".repeat(100);
+        let b = bounded(long, 51);
+        assert!(b.len() <= 51);
+        assert!(b.ends_with("..."));
+    }
+}

@@ -1,0 +1,632 @@
+//! Worker runtime tests on the memory adapter with a paused tokio clock: time only moves
+//! when every task waits, so leases, backoffs and timeouts are exact and instant.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use spool_adapter_memory::{Clock, TokioClock};
+use spool_domain::backoff::Backoff;
+use spool_domain::limits::StoreLimits;
+use spool_domain::names::{CorrelationId, QueueName, TaskId, TaskKind};
+use spool_domain::task::{MaxAttempts, Task, TaskStatus};
+use spool_ports::ReserveOptions;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::services::{EnqueueOptions, ProgressTracker, QueueManager, QueuePolicies};
+use crate::wiring::memory_backends;
+
+/// Fails a test that would otherwise wait forever (virtual time, so it costs nothing).
+const GUARD: Duration = Duration::from_secs(3600);
+
+struct Env {
+    queue: QueueManager,
+    progress: ProgressTracker,
+}
+
+fn env() -> Env {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let b = memory_backends(&StoreLimits::default(), clock);
+    Env {
+        queue: QueueManager::new(b.queue, QueuePolicies::default()),
+        progress: ProgressTracker::new(b.progress),
+    }
+}
+
+fn q(name: &str) -> QueueName {
+    QueueName::parse(name).unwrap()
+}
+
+fn k(name: &str) -> TaskKind {
+    TaskKind::parse(name).unwrap()
+}
+
+impl Env {
+    fn builder(&self) -> WorkerBuilder {
+        WorkerBuilder::new(self.queue.clone(), self.progress.clone())
+            .reserve_wait(Duration::from_secs(1))
+            .drain_timeout(Duration::from_secs(30))
+    }
+
+    async fn enqueue(
+        &self,
+        queue: &str,
+        kind: &str,
+        payload: serde_json::Value,
+        opts: EnqueueOptions,
+    ) -> TaskId {
+        self.queue
+            .enqueue_json(&q(queue), &k(kind), payload, opts)
+            .await
+            .unwrap()
+            .task()
+            .id
+    }
+
+    async fn task(&self, queue: &str, id: TaskId) -> Task {
+        self.queue.get(&q(queue), id).await.unwrap().unwrap()
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<WorkerReport>,
+}
+
+fn start(rt: WorkerRuntime) -> Running {
+    let (stop, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(rt.run_until(async move {
+        let _ = rx.await;
+    }));
+    Running { stop, handle }
+}
+
+impl Running {
+    async fn stop(self) -> WorkerReport {
+        let _ = self.stop.send(());
+        tokio::time::timeout(GUARD, self.handle)
+            .await
+            .expect("the worker stops")
+            .unwrap()
+    }
+}
+
+async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(GUARD, rx.recv())
+        .await
+        .expect("the handler runs")
+        .expect("channel open")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+fn retry_fast(n: u32) -> EnqueueOptions {
+    EnqueueOptions::new()
+        .max_attempts(MaxAttempts::new(n).unwrap())
+        .backoff(Backoff::constant(Duration::from_millis(10)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_runs_and_its_task_succeeds_with_its_correlation_id() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .register(q("math"), k("add"), move |ctx: TaskContext, job: Add| {
+            let tx = tx.clone();
+            async move {
+                tx.send((ctx.correlation_id().cloned(), ctx.attempt()))
+                    .unwrap();
+                Ok(Some(serde_json::json!({ "sum": job.a + job.b })))
+            }
+        })
+        .build();
+    let id = env
+        .enqueue(
+            "math",
+            "add",
+            serde_json::json!({"a": 2, "b": 3}),
+            EnqueueOptions::new().correlation_id(CorrelationId::parse("req-7").unwrap()),
+        )
+        .await;
+    let running = start(rt);
+    let (corr, attempt) = recv(&mut rx).await;
+    let report = running.stop().await;
+    assert_eq!(corr.unwrap().as_str(), "req-7");
+    assert_eq!(attempt, 1);
+    let t = env.task("math", id).await;
+    assert_eq!(t.status, TaskStatus::Succeeded);
+    assert_eq!(t.result, Some(serde_json::json!({"sum": 5})));
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(
+        report,
+        WorkerReport {
+            succeeded: 1,
+            ..WorkerReport::default()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn handler_errors_are_retried_then_dead_after_max_attempts() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let rt = env
+        .builder()
+        .register(
+            q("flaky"),
+            k("job"),
+            move |ctx: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    tx.send(ctx.attempt()).unwrap();
+                    Err(HandlerError::retry(format!("boom {n}")))
+                }
+            },
+        )
+        .build();
+    let id = env
+        .enqueue("flaky", "job", serde_json::json!(null), retry_fast(3))
+        .await;
+    let running = start(rt);
+    assert_eq!(recv(&mut rx).await, 1);
+    assert_eq!(recv(&mut rx).await, 2);
+    assert_eq!(recv(&mut rx).await, 3);
+    let report = running.stop().await;
+    let t = env.task("flaky", id).await;
+    assert_eq!(t.status, TaskStatus::Dead);
+    assert_eq!(t.attempts, 3);
+    assert_eq!(t.last_error.as_deref(), Some("boom 3"));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!((report.retried, report.dead), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_are_dead_at_once() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .register(
+            q("strict"),
+            k("job"),
+            move |_: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(()).unwrap();
+                    Err(HandlerError::permanent("cannot ever work"))
+                }
+            },
+        )
+        .build();
+    let id = env
+        .enqueue("strict", "job", serde_json::json!(1), retry_fast(5))
+        .await;
+    let running = start(rt);
+    recv(&mut rx).await;
+    running.stop().await;
+    let t = env.task("strict", id).await;
+    assert_eq!(t.status, TaskStatus::Dead);
+    assert_eq!(t.attempts, 1);
+}
+
+fn explode() -> HandlerResult {
+    panic!("kaboom in handler")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_sends_its_task_to_the_dead_letters_with_the_message() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .register(
+            q("buggy"),
+            k("job"),
+            move |_: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(()).unwrap();
+                    explode()
+                }
+            },
+        )
+        .build();
+    let id = env
+        .enqueue("buggy", "job", serde_json::json!(1), retry_fast(3))
+        .await;
+    let running = start(rt);
+    recv(&mut rx).await;
+    let report = running.stop().await;
+    let t = env.task("buggy", id).await;
+    assert_eq!(t.status, TaskStatus::Dead);
+    assert_eq!(t.attempts, 1, "a panic is not retried");
+    let err = t.last_error.unwrap();
+    assert!(
+        err.contains("panicked") && err.contains("kaboom in handler"),
+        "{err}"
+    );
+    assert_eq!(report.dead, 1);
+}
+
+/// Runs `tasks` on a concurrency-1 queue followed by a marker task; returns once the marker
+/// ran, i.e. once every earlier task was fully reported.
+async fn run_before_marker(env: &Env, builder: WorkerBuilder, queue: &str) -> WorkerReport {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = builder
+        .register(
+            q(queue),
+            k("marker"),
+            move |_: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(()).unwrap();
+                    Ok(None)
+                }
+            },
+        )
+        .concurrency(&q(queue), 1)
+        .build();
+    env.enqueue(
+        queue,
+        "marker",
+        serde_json::json!(null),
+        EnqueueOptions::new(),
+    )
+    .await;
+    let running = start(rt);
+    recv(&mut rx).await;
+    running.stop().await
+}
+
+#[tokio::test(start_paused = true)]
+async fn poison_payloads_and_unknown_kinds_are_dead_without_crashing_the_worker() {
+    let env = env();
+    let called = Arc::new(AtomicUsize::new(0));
+    let c = called.clone();
+    let builder = env
+        .builder()
+        .register(q("mixed"), k("add"), move |_: TaskContext, _: Add| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok(None) }
+        });
+    let poison = env
+        .enqueue(
+            "mixed",
+            "add",
+            serde_json::json!({"a": "one"}),
+            retry_fast(3),
+        )
+        .await;
+    let unknown = env
+        .enqueue("mixed", "mystery", serde_json::json!({}), retry_fast(3))
+        .await;
+    let report = run_before_marker(&env, builder, "mixed").await;
+    assert_eq!(called.load(Ordering::SeqCst), 0);
+    let t = env.task("mixed", poison).await;
+    assert_eq!(t.status, TaskStatus::Dead);
+    assert_eq!(t.attempts, 1);
+    let err = t.last_error.unwrap();
+    assert!(err.contains("payload does not match Add"), "{err}");
+    let t = env.task("mixed", unknown).await;
+    assert_eq!(t.status, TaskStatus::Dead);
+    assert!(t
+        .last_error
+        .unwrap()
+        .contains("no handler for task kind mystery"));
+    assert_eq!((report.dead, report.succeeded), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_lets_in_flight_tasks_finish() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .register(
+            q("slowish"),
+            k("job"),
+            move |_: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(()).unwrap();
+                    tokio::time::sleep(Duration::from_secs(5)).await; // the work
+                    Ok(Some(serde_json::json!("done")))
+                }
+            },
+        )
+        .build();
+    let id = env
+        .enqueue(
+            "slowish",
+            "job",
+            serde_json::json!(1),
+            EnqueueOptions::new(),
+        )
+        .await;
+    let running = start(rt);
+    recv(&mut rx).await;
+    let report = running.stop().await;
+    assert_eq!(env.task("slowish", id).await.status, TaskStatus::Succeeded);
+    assert_eq!((report.succeeded, report.released), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_timeout_releases_in_flight_tasks_back_to_the_queue() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel::<CancellationToken>();
+    let rt = env
+        .builder()
+        .drain_timeout(Duration::from_secs(2))
+        .register(
+            q("stuck"),
+            k("job"),
+            move |ctx: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(ctx.cancellation().clone()).unwrap();
+                    std::future::pending::<()>().await;
+                    Ok(None)
+                }
+            },
+        )
+        .build();
+    let id = env
+        .enqueue("stuck", "job", serde_json::json!(1), retry_fast(3))
+        .await;
+    let running = start(rt);
+    let token = recv(&mut rx).await;
+    let report = running.stop().await;
+    assert!(token.is_cancelled(), "the handler was told to stop");
+    assert_eq!(report.released, 1);
+    let t = env.task("stuck", id).await;
+    assert_eq!(t.last_error.as_deref(), Some(RELEASED_ON_SHUTDOWN));
+    assert!(!t.status.is_finished(), "{:?}", t.status);
+    let again = env
+        .queue
+        .reserve(
+            &[q("stuck")],
+            ReserveOptions::new(Duration::from_secs(5)).wait(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap()
+        .expect("the released task is redelivered");
+    assert_eq!(again.task.id, id);
+    assert_eq!(again.task.attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_per_queue_is_respected() {
+    const TASKS: usize = 10;
+    const LIMIT: usize = 3;
+    let env = env();
+    let running_now = Arc::new(AtomicUsize::new(0));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (r, m) = (running_now.clone(), max_seen.clone());
+    let rt = env
+        .builder()
+        .concurrency(&q("wide"), LIMIT)
+        .register(
+            q("wide"),
+            k("job"),
+            move |_: TaskContext, _: serde_json::Value| {
+                let (r, m, tx) = (r.clone(), m.clone(), tx.clone());
+                async move {
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await; // the work
+                    r.fetch_sub(1, Ordering::SeqCst);
+                    tx.send(()).unwrap();
+                    Ok(None)
+                }
+            },
+        )
+        .build();
+    for i in 0..TASKS {
+        env.enqueue("wide", "job", serde_json::json!(i), EnqueueOptions::new())
+            .await;
+    }
+    let running = start(rt);
+    for _ in 0..TASKS {
+        recv(&mut rx).await;
+    }
+    let report = running.stop().await;
+    assert_eq!(report.succeeded, TASKS as u64);
+    let max = max_seen.load(Ordering::SeqCst);
+    assert!(
+        max <= LIMIT,
+        "{max} handlers ran at once; the limit is {LIMIT}"
+    );
+    assert_eq!(max, LIMIT, "the slots are used");
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_long_task_alive() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .lease(&q("long"), Duration::from_millis(300))
+        .register(
+            q("long"),
+            k("job"),
+            move |_: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_secs(3)).await; // ten leases of work
+                    tx.send(()).unwrap();
+                    Ok(None)
+                }
+            },
+        )
+        .build();
+    let id = env
+        .enqueue("long", "job", serde_json::json!(1), retry_fast(3))
+        .await;
+    let running = start(rt);
+    recv(&mut rx).await;
+    let report = running.stop().await;
+    let t = env.task("long", id).await;
+    assert_eq!(t.status, TaskStatus::Succeeded);
+    assert_eq!(t.attempts, 1, "the lease never ran out");
+    assert!(t.heartbeat_at > t.started_at, "heartbeats were recorded");
+    assert_eq!(report.lease_lost, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_cancels_the_handler_and_drops_its_result() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel::<CancellationToken>();
+    let rt = env
+        .builder()
+        .lease(&q("revoked"), Duration::from_millis(300))
+        .register(
+            q("revoked"),
+            k("job"),
+            move |ctx: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(ctx.cancellation().clone()).unwrap();
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(Some(serde_json::json!("too late")))
+                }
+            },
+        )
+        .build();
+    let id = env
+        .enqueue("revoked", "job", serde_json::json!(1), retry_fast(3))
+        .await;
+    let running = start(rt);
+    let token = recv(&mut rx).await;
+    env.queue.cancel(&q("revoked"), id).await.unwrap();
+    tokio::time::timeout(GUARD, token.cancelled())
+        .await
+        .expect("the next heartbeat finds the lease gone");
+    let report = running.stop().await;
+    let t = env.task("revoked", id).await;
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    assert_eq!(t.result, None);
+    assert_eq!((report.lease_lost, report.succeeded), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_timeout_cancels_the_attempt_and_retries_it() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel::<CancellationToken>();
+    let rt = env
+        .builder()
+        .register(
+            q("timed"),
+            k("job"),
+            move |ctx: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(ctx.cancellation().clone()).unwrap();
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(None)
+                }
+            },
+        )
+        .build();
+    let id = env
+        .enqueue(
+            "timed",
+            "job",
+            serde_json::json!(1),
+            retry_fast(2).timeout(Duration::from_millis(200)),
+        )
+        .await;
+    let running = start(rt);
+    let first = recv(&mut rx).await;
+    let second = recv(&mut rx).await;
+    tokio::time::timeout(GUARD, second.cancelled())
+        .await
+        .unwrap();
+    let report = running.stop().await;
+    assert!(first.is_cancelled());
+    let t = env.task("timed", id).await;
+    assert_eq!(t.status, TaskStatus::Dead);
+    assert_eq!(t.attempts, 2);
+    assert!(t.last_error.unwrap().contains("timed out after 200ms"));
+    assert_eq!((report.retried, report.dead), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn example_handlers_report_progress_with_the_correlation_id() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut builder = register_examples(env.builder());
+    // A signal task behind the examples on each (concurrency-1) queue tells when they ran.
+    for queue in [QueueName::embeddings(), QueueName::agent_tasks()] {
+        let tx = tx.clone();
+        builder = builder.concurrency(&queue, 1).register(
+            queue,
+            k("signal"),
+            move |_: TaskContext, _: serde_json::Value| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(()).unwrap();
+                    Ok(None)
+                }
+            },
+        );
+    }
+    let rt = builder.build();
+    let corr = CorrelationId::parse("corr-1").unwrap();
+    let embed = env
+        .enqueue(
+            "embeddings",
+            "embed",
+            serde_json::json!({"texts": ["a", "b"], "dims": 4}),
+            EnqueueOptions::new().correlation_id(corr.clone()),
+        )
+        .await;
+    let echo = env
+        .enqueue(
+            "agent_tasks",
+            "echo",
+            serde_json::json!({"x": 1}),
+            EnqueueOptions::new(),
+        )
+        .await;
+    for queue in ["embeddings", "agent_tasks"] {
+        env.enqueue(
+            queue,
+            "signal",
+            serde_json::json!(null),
+            EnqueueOptions::new(),
+        )
+        .await;
+    }
+    let running = start(rt);
+    recv(&mut rx).await;
+    recv(&mut rx).await;
+    let report = running.stop().await;
+    let e = env.task("agent_tasks", echo).await;
+    assert_eq!(e.result, Some(serde_json::json!({"x": 1})));
+    let t = env.task("embeddings", embed).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{:?}", t.last_error);
+    let result = t.result.unwrap();
+    assert_eq!(result["vectors"].as_array().unwrap().len(), 2);
+    let op =
+        spool_domain::names::OperationId::parse(result["operation_id"].as_str().unwrap()).unwrap();
+    let snapshot = env.progress.get(&op).await.unwrap().unwrap();
+    assert_eq!(snapshot.correlation_id, Some(corr));
+    assert_eq!(snapshot.percent, 100.0);
+    assert_eq!(report.succeeded, 4);
+}
