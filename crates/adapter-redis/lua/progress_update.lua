@@ -1,11 +1,13 @@
 -- Operation::apply of one update, its event, TTL refresh and wake-up in one atomic step.
 -- KEYS[1] snapshot, KEYS[2] event stream.
--- ARGV[1] ttl ms, ARGV[2] event cap, ARGV[3] wake channel,
+-- ARGV[1] ttl ms, ARGV[2] event cap, ARGV[3] wake channel (same {p:<id>} tag),
 -- ARGV[4] step reference ('' | 'name' | 'index'), ARGV[5] step name or 0-based index,
 -- ARGV[6] the step's fraction as text, ARGV[7] '1' when a message follows, ARGV[8] message,
 -- ARGV[9] new state or '', ARGV[10] '1' when the client already found the update malformed
 -- (reported only after the not-found and terminal checks, in Operation::apply's order).
 -- Fractions are stored as the client's exact decimal text, so no float is re-encoded here.
+-- WAKE_PUBLISH is defined by the line the adapter prepends: 'PUBLISH' on one server,
+-- 'SPUBLISH' (sharded pub/sub, the channel's slot is the operation's) on a Redis 7 cluster.
 -- Returns { 'ok', event id, kind, stored JSON } or { error tag, detail }.
 local raw = redis.call('GET', KEYS[1])
 if not raw then return { 'not_found', '' } end
@@ -54,5 +56,5 @@ local ttl = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], json, 'PX', ttl)
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', 'k', kind, 'o', json)
 redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PUBLISH', ARGV[3], id)
+redis.call(WAKE_PUBLISH, ARGV[3], id)
 return { 'ok', id, kind, json }

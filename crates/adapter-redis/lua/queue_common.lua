@@ -7,6 +7,9 @@
 -- ARGV[1]     the queue's key base (<prefix>:{q:<name>}:), for task, unique-key and channel
 --             names, which share the tag (so the slot) of KEYS.
 -- ARGV[2]     finished-task retention in ms.
+-- WAKE_PUBLISH is defined by the line the adapter prepends: 'PUBLISH' on one server,
+--             'SPUBLISH' (sharded pub/sub; the channel shares the queue's slot) on a Redis 7
+--             cluster.
 local K_READY, K_WAITING, K_SCHED, K_RUNNING = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_SUCC, K_DEAD, K_CANC, K_SEQ = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local BASE = ARGV[1]
@@ -98,7 +101,7 @@ local function holds_lease(key, token)
 end
 
 local function wake()
-  if woke then redis.call('PUBLISH', BASE .. 'wake', '1') end
+  if woke then redis.call(WAKE_PUBLISH, BASE .. 'wake', '1') end
 end
 
 local function reply(tag, key)

@@ -1,10 +1,17 @@
 -- Task::new. ARGV[3..]: random ULID tail (16 chars), kind, payload, priority, rank,
 -- max_attempts, backoff initial ms, backoff max ms, backoff factor, jitter ('none'|'full'),
 -- timeout ms or '', unique key or '', correlation id or '', schedule ('now'|'after'|'at'),
--- schedule ms.
+-- schedule ms, the caller's task id or '' (a ULID; '' = build one from server time + tail).
 local tail, kind, payload, priority, rank = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local max_attempts, b_init, b_max, b_factor, b_jitter = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local timeout, unique, corr, sched, sched_ms = ARGV[13], ARGV[14], ARGV[15], ARGV[16], tonumber(ARGV[17])
+local given = ARGV[18] or ''
+
+-- A given id that names a task of this queue (any status; finished ones until their hash
+-- expires with the retention) makes the enqueue idempotent: nothing is added.
+if given ~= '' and redis.call('EXISTS', task_key(given)) == 1 then
+  return reply('duplicate', task_key(given))
+end
 
 if unique ~= '' then
   local existing = redis.call('GET', BASE .. 'u:' .. unique)
@@ -17,16 +24,19 @@ if unique ~= '' then
   end
 end
 
--- ULID: 48-bit server time in Crockford base32, then 80 random bits from the client.
-local ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-local chars = {}
-local ms = NOW
-for i = 10, 1, -1 do
-  local r = ms % 32
-  chars[i] = string.sub(ALPHABET, r + 1, r + 1)
-  ms = (ms - r) / 32
+local id = given
+if id == '' then
+  -- ULID: 48-bit server time in Crockford base32, then 80 random bits from the client.
+  local ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+  local chars = {}
+  local ms = NOW
+  for i = 10, 1, -1 do
+    local r = ms % 32
+    chars[i] = string.sub(ALPHABET, r + 1, r + 1)
+    ms = (ms - r) / 32
+  end
+  id = table.concat(chars) .. tail
 end
-local id = table.concat(chars) .. tail
 local key = task_key(id)
 if redis.call('EXISTS', key) == 1 then
   return fail_reply('collision', id)

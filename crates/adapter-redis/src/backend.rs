@@ -6,7 +6,8 @@ use std::sync::Arc;
 use fred::clients::{Pool, SubscriberClient};
 use fred::interfaces::ClientLike;
 use fred::types::config::{
-    Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, TlsConfig, TlsConnector,
+    ClusterDiscoveryPolicy, Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, Server,
+    ServerConfig, TlsConfig, TlsConnector,
 };
 use fred::types::Builder;
 use parking_lot::Mutex;
@@ -14,16 +15,26 @@ use spool_domain::limits::StoreLimits;
 use spool_ports::PortError;
 use tokio::sync::Notify;
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, ReplicaAcks, Topology, Transport};
 use crate::error::classify;
 use crate::keys::Keys;
 use crate::scripts::Scripts;
-use crate::wake::WakeHub;
+use crate::wake::{WakeChannels, WakeHub};
 use crate::{RedisCache, RedisHealth, RedisProgress, RedisQueue, RedisRateLimiter};
+
+/// One server or a cluster (what the health probe and the pub/sub choice look at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deployment {
+    Standalone,
+    Cluster,
+}
 
 /// State shared by every store of one backend.
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
+    pub(crate) deployment: Deployment,
+    /// `WAIT` after queue writes.
+    pub(crate) replica_acks: Option<ReplicaAcks>,
     pub(crate) hub: Arc<WakeHub>,
     pub(crate) keys: Keys,
     pub(crate) limits: StoreLimits,
@@ -76,10 +87,21 @@ impl std::fmt::Debug for RedisBackend {
 impl RedisBackend {
     /// Connects the pool and the subscriber connection and loads the scripts.
     ///
+    /// On a cluster it discovers the nodes from the seeds, picks sharded pub/sub when every
+    /// primary runs Redis 7 or later (plain pub/sub otherwise) and loads the scripts on every
+    /// primary.
+    ///
     /// # Errors
-    /// `Unavailable` when the server cannot be reached in time; `Configuration` for a bad URL,
-    /// TLS setup, or refused credentials.
+    /// `Unavailable` when the server cannot be reached in time; `Configuration` for a bad URL
+    /// or seed list, TLS setup, refused credentials, or [`ReplicaAcks`] out of bounds.
     pub async fn connect(config: RedisConfig) -> Result<Self, PortError> {
+        if let Some(acks) = &config.replica_acks {
+            acks.validate(config.command_timeout)?;
+        }
+        let deployment = match config.server {
+            Topology::Standalone { .. } => Deployment::Standalone,
+            Topology::Cluster { .. } => Deployment::Cluster,
+        };
         let builder = builder(&config)?;
         let pool = builder
             .build_pool(config.pool_size.max(1))
@@ -95,17 +117,27 @@ impl RedisBackend {
             let _ = subscriber.quit().await;
             return Err(e);
         }
-        let scripts = Scripts::new();
-        if let Err(e) = scripts.load(&pool).await {
-            let _ = pool.quit().await;
-            let _ = subscriber.quit().await;
-            return Err(e);
-        }
-        tracing::debug!(url = %config.redacted_url(), "connected to redis");
+        let prepared = async {
+            let wake = wake_channels(&pool, deployment).await?;
+            let scripts = Scripts::new(wake);
+            scripts.load(&pool).await?;
+            Ok::<_, PortError>((wake, scripts))
+        };
+        let (wake, scripts) = match prepared.await {
+            Ok(ready) => ready,
+            Err(e) => {
+                let _ = pool.quit().await;
+                let _ = subscriber.quit().await;
+                return Err(e);
+            }
+        };
+        tracing::debug!(server = %config.redacted_url(), ?wake, "connected to redis");
         Ok(Self {
             shared: Arc::new(Shared {
                 pool,
-                hub: Arc::new(WakeHub::start(subscriber)),
+                deployment,
+                replica_acks: config.replica_acks.clone(),
+                hub: Arc::new(WakeHub::start(subscriber, wake)),
                 keys: Keys::new(&config.prefix),
                 limits: config.limits.clone(),
                 scripts,
@@ -140,9 +172,22 @@ impl RedisBackend {
         RedisHealth::new(self.shared.clone())
     }
 
+    /// The key prefix every key starts with.
+    pub fn prefix(&self) -> &str {
+        self.shared.keys.prefix()
+    }
+
     /// The limits the stores enforce.
     pub fn limits(&self) -> &StoreLimits {
         &self.shared.limits
+    }
+
+    /// The command pool every store of this backend sends on, for raw commands next to the
+    /// stores' (`spool bench` compares each operation with the closest raw command on this
+    /// same pool and server). Commands sent here bypass the stores' validation, key layout,
+    /// limits and error classification.
+    pub fn raw_pool(&self) -> &Pool {
+        &self.shared.pool
     }
 
     /// Closes the connections (the stores fail as `Unavailable` afterwards).
@@ -152,20 +197,64 @@ impl RedisBackend {
     }
 }
 
+/// Sharded pub/sub on a cluster whose primaries all run Redis 7 or later; plain otherwise.
+async fn wake_channels(pool: &Pool, deployment: Deployment) -> Result<WakeChannels, PortError> {
+    if deployment == Deployment::Standalone {
+        return Ok(WakeChannels::Global);
+    }
+    let reports = crate::health::probe_primaries(pool).await?;
+    let all_7 = reports
+        .iter()
+        .all(|r| r.major_version().is_some_and(|major| major >= 7));
+    if all_7 {
+        Ok(WakeChannels::Sharded)
+    } else {
+        tracing::info!(
+            "a cluster primary runs Redis < 7 (or hides its version): wake-ups use PUBLISH, which the cluster bus broadcasts to every node"
+        );
+        Ok(WakeChannels::Global)
+    }
+}
+
 /// Translates [`RedisConfig`] into a fred builder.
 fn builder(config: &RedisConfig) -> Result<Builder, PortError> {
-    let bad_url = |reason: &str| PortError::Configuration {
-        message: format!("redis url {} {reason}", config.redacted_url()),
+    let bad_server = |reason: &str| PortError::Configuration {
+        message: format!("redis server {} {reason}", config.redacted_url()),
         source: None,
     };
-    let (plain_url, tls) = if let Some(rest) = config.url.strip_prefix("rediss://") {
-        (format!("redis://{rest}"), true)
-    } else if config.url.starts_with("redis://") {
-        (config.url.clone(), false)
-    } else {
-        return Err(bad_url("must start with redis:// or rediss://"));
+    let (mut fred_config, tls) = match &config.server {
+        Topology::Standalone { url } => {
+            let (plain_url, tls) = if let Some(rest) = url.strip_prefix("rediss://") {
+                (format!("redis://{rest}"), true)
+            } else if url.starts_with("redis://") {
+                (url.clone(), false)
+            } else {
+                return Err(bad_server("must start with redis:// or rediss://"));
+            };
+            let fred_config =
+                Config::from_url(&plain_url).map_err(|_| bad_server("is not a valid url"))?;
+            (fred_config, tls)
+        }
+        Topology::Cluster { seeds, transport } => {
+            if seeds.is_empty() {
+                return Err(bad_server("has no seed node"));
+            }
+            let hosts = seeds
+                .iter()
+                .map(|s| Server::new(s.host.as_str(), s.port))
+                .collect();
+            let fred_config = Config {
+                server: ServerConfig::Clustered {
+                    hosts,
+                    // Seeds first, then every node of the last slot map: reconnecting after a
+                    // failover does not depend on the seeds that may have failed.
+                    policy: ClusterDiscoveryPolicy::UseCache,
+                },
+                ..Config::default()
+            };
+            (fred_config, *transport == Transport::Tls)
+        }
     };
-    let mut fred_config = Config::from_url(&plain_url).map_err(|_| bad_url("is not valid"))?;
     if config.username.is_some() {
         fred_config.username = config.username.clone();
     }
@@ -175,7 +264,7 @@ fn builder(config: &RedisConfig) -> Result<Builder, PortError> {
     if tls {
         fred_config.tls = Some(tls_config(config)?);
     } else if config.tls_ca_file.is_some() {
-        return Err(bad_url("is not rediss:// but a TLS CA file is configured"));
+        return Err(bad_server("is not TLS but a TLS CA file is configured"));
     }
     let r = &config.reconnect;
     let mut policy = ReconnectPolicy::new_exponential(

@@ -92,7 +92,7 @@ impl RedisCache {
         self.shared
             .scripts
             .cache_set
-            .run::<Value>(&self.shared.pool, redis_keys, args)
+            .run::<Value, _>(&self.shared.pool, redis_keys, args)
             .await?;
         Ok(())
     }
@@ -196,7 +196,7 @@ impl CacheStore for RedisCache {
         self.shared
             .scripts
             .cache_invalidate
-            .run::<Value>(
+            .run::<Value, _>(
                 &self.shared.pool,
                 vec![keys.cache_index(project)],
                 vec![Value::from(format!("{}k:", keys.cache_scope(project)))],

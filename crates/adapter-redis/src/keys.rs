@@ -8,10 +8,42 @@
 //! | all rate limits | `{rl}` | `<policy>:<limit>:<window_ms>:<algo>:<subject>` |
 //! | one queue | `{q:<queue>}` | `ready`, `waiting`, `scheduled`, `running`, `succeeded`, `dead`, `cancelled` zsets, `seq`, `t:<id>` task hashes, `u:<unique key>`, channel `wake` |
 //! | one progress operation | `{p:<id>}` | `op` snapshot, `ev` stream, channel `wake` |
-//! | queue registry | none | `<prefix>:queues` set |
+//! | queue registry | none (the whole key is hashed) | `<prefix>:queues` set |
+//!
+//! [`slot`] computes a key's Redis Cluster hash slot; every script call checks with it that
+//! its keys share one slot before anything is sent.
 
 use spool_domain::limit::{Algorithm, LimitCheck};
 use spool_domain::names::{KeyPrefix, OperationId, ProjectId, QueueName, ScopedKey};
+
+/// The Redis Cluster hash slot of `key`: CRC16/XMODEM of the first non-empty `{...}` hash
+/// tag (or of the whole key when there is none), modulo 16384.
+pub(crate) fn slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16(hashed) % 16384
+}
+
+/// CRC16/XMODEM (polynomial 0x1021, initial 0), as Redis Cluster uses it.
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
 
 /// Builds keys under one prefix.
 #[derive(Debug, Clone)]
@@ -116,6 +148,43 @@ mod tests {
 
     fn keys() -> Keys {
         Keys::new(&KeyPrefix::parse("t1").expect("prefix"))
+    }
+
+    #[test]
+    fn slots_match_redis_reference_values() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"somekey"), 11058);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_ne!(
+            slot(b"foo{}{bar}"),
+            slot(b"bar"),
+            "an empty first tag hashes the whole key"
+        );
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        assert_eq!(slot(b"foo{bar}{zap}"), slot(b"bar"));
+    }
+
+    #[test]
+    fn every_unit_shares_one_slot() {
+        let k = keys();
+        let p = ProjectId::parse("acme").expect("p");
+        let sk = ScopedKey::new(p.clone(), CacheKey::parse("user:1").expect("k"));
+        assert_eq!(
+            slot(k.cache_value(&sk).as_bytes()),
+            slot(k.cache_index(&p).as_bytes())
+        );
+        let q = QueueName::parse("emb").expect("q");
+        assert_eq!(
+            slot(format!("{}t:01ARZ3NDEKTSV4RRFFQ69G5FAV", k.queue_base(&q)).as_bytes()),
+            slot(k.queue_wake(&q).as_bytes())
+        );
+        let op = OperationId::parse("op1").expect("op");
+        assert_eq!(
+            slot(k.op_snapshot(&op).as_bytes()),
+            slot(k.op_wake(&op).as_bytes())
+        );
     }
 
     #[test]

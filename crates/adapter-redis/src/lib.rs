@@ -19,6 +19,14 @@
 //! # let _ = cache; Ok(()) }
 //! ```
 //!
+//! ## Redis Cluster
+//!
+//! [`RedisConfig::cluster`] (`"host:port,host:port"`, the format of `SPOOL_REDIS_CLUSTER`)
+//! runs every port unchanged on a Redis Cluster — the whole conformance suite runs against a
+//! 3 + 3 node cluster. The [`cluster`] module documents how to run it, the key/slot layout,
+//! what lives on which node, sharded pub/sub, failover, and what [`ReplicaAcks`] (`WAIT`)
+//! protects.
+//!
 //! ## Keys
 //!
 //! Every key starts with the configured [`KeyPrefix`](spool_domain::names::KeyPrefix) and
@@ -26,7 +34,8 @@
 //! `{q:<queue>}` per queue, `{p:<operation>}` per progress operation, and one shared `{rl}`
 //! for the limiter (so a multi-subject check stays atomic on a cluster; see [`limiter`]'s
 //! trade-off). Components are validated newtypes that cannot contain `{`, `}` or glob
-//! characters. Nothing here uses `KEYS`, `FLUSH*` or `SCAN`.
+//! characters. Nothing here uses `KEYS`, `FLUSH*` or `SCAN`. Every script call checks that its
+//! keys share one slot before it is sent.
 //!
 //! ## A least-privilege ACL user
 //!
@@ -39,12 +48,14 @@
 //!
 //! Give the password through [`Secret::from_env`] or [`Secret::from_file`]; it is never
 //! printed ([`RedisConfig`]'s `Debug` redacts it, also inside the URL). The test suite runs
-//! every port under exactly this ACL.
+//! every port under exactly this ACL (on a cluster too, where the user must exist on every
+//! node).
 //!
 //! ## TLS
 //!
-//! `rediss://` URLs connect with rustls; [`RedisConfig::tls_ca_file`] names a PEM CA for
-//! private certificates (the system roots are used otherwise). A rejected certificate is a
+//! `rediss://` URLs (and `rediss://host:port` cluster seeds) connect with rustls;
+//! [`RedisConfig::tls_ca_file`] names a PEM CA for private certificates (the system roots are
+//! used otherwise). A rejected certificate is a
 //! `Configuration` error, not a transient one.
 //!
 //! ## Round trips per operation
@@ -57,22 +68,26 @@
 //! | cache | `set_many` | 1 script per project, concurrently |
 //! | limiter | `check` | 1 script |
 //! | queue | `enqueue` | 1 script (+1 concurrent `SADD` the first time a process uses a queue) |
-//! | queue | `reserve` | 1 script per queue tried (+1 `SUBSCRIBE` the first time a process waits on a queue); again after each wake-up |
+//! | queue | `reserve` | 1 script per queue tried (+1 `SUBSCRIBE` — `SSUBSCRIBE` on a Redis 7 cluster — the first time a process waits on a queue); again after each wake-up |
 //! | queue | `heartbeat`, `complete`, `fail`, `cancel`, `requeue`, `get` | 1 script |
 //! | queue | `stats` | 1 script per queue, concurrently (+1 `SMEMBERS` when no queue is named) |
 //! | progress | `start`, `update`, `events_after` | 1 script |
 //! | progress | `get` | 1 (`GET`) |
-//! | progress | `subscribe` | 1 script (+1 `SUBSCRIBE` for the first local subscriber), then 1 per wake-up |
-//! | health | `check` | 2 (`PING`, `INFO`) |
+//! | progress | `subscribe` | 1 script (+1 `SUBSCRIBE` / `SSUBSCRIBE` for the first local subscriber), then 1 per wake-up |
+//! | health | `check` | 2 (`PING`, `INFO`); on a cluster 2 per primary, concurrently |
+//!
+//! With [`ReplicaAcks`], queue writes (`enqueue`, `complete`, `fail`, `cancel`, `requeue`)
+//! add one `WAIT`.
 //!
 //! ## Features
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `testing` | the `testing` module: finds or spawns a `redis-server` for integration tests |
+//! | `testing` | the `testing` module: finds or spawns a `redis-server` — or a 3 + 3 node Redis Cluster — for integration tests |
 
 mod backend;
 mod cache;
+pub mod cluster;
 mod config;
 mod error;
 mod health;
@@ -89,7 +104,10 @@ pub mod testing;
 
 pub use backend::RedisBackend;
 pub use cache::RedisCache;
-pub use config::{ReconnectSettings, RedisConfig, Secret};
+pub use config::{
+    AckShortfall, ClusterNode, ReconnectSettings, RedisConfig, ReplicaAcks, Secret, Topology,
+    Transport,
+};
 pub use health::RedisHealth;
 pub use limiter::RedisRateLimiter;
 pub use progress::RedisProgress;

@@ -24,10 +24,14 @@
 //! sleep until a wake-up, the next due time / lease expiry the script reported, or 1 s —
 //! whichever is first — bounded by the caller's wait.
 //!
+//! With [`crate::ReplicaAcks`] configured, `enqueue`, `complete`, `fail`, `release`, `cancel`
+//! and `requeue` send one more command after a successful write: `WAIT` (see [`crate::cluster`]).
+//!
 //! Round trips per operation: `enqueue` 1 (plus one concurrent `SADD` to the queue registry
 //! the first time this process enqueues to a queue); `reserve` 1 per queue tried, in order
 //! (plus one `SUBSCRIBE` the first time this process waits on a queue), repeated after each
-//! wake-up while waiting; `heartbeat`, `complete`, `fail`, `cancel`, `requeue`, `get` 1;
+//! wake-up while waiting; `heartbeat`, `complete`, `fail`, `release`, `cancel`, `requeue`,
+//! `get` 1;
 //! `stats` 1 per queue (concurrent) plus 1 `SMEMBERS` when no queue is named.
 
 use std::pin::Pin;
@@ -63,6 +67,15 @@ impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisQueue").finish_non_exhaustive()
     }
+}
+
+/// Whether a queue write waits for replicas (when [`crate::ReplicaAcks`] are configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// Done when the primary applied it (reads, reserve, heartbeat).
+    Primary,
+    /// Followed by `WAIT` (enqueue, complete, fail, release, cancel, requeue).
+    Replicas,
 }
 
 /// What one reserve script found.
@@ -105,21 +118,38 @@ impl RedisQueue {
             .to_string()
     }
 
-    /// Runs a queue script; returns its tag and the rest of the reply.
+    /// Runs a queue script; returns its tag and the rest of the reply. With `Ack::Replicas`
+    /// and [`crate::ReplicaAcks`] configured, a successful write (tag `ok` / `created`) is
+    /// followed by `WAIT` on the same client, so on the connection that carried the write.
     async fn run(
         &self,
         script: &LuaScript,
         queue: &QueueName,
         task: Option<TaskId>,
         extra: Vec<Value>,
+        ack: Ack,
     ) -> Result<(String, Vec<Value>), PortError> {
         let (keys, base) = self.keys(queue, task);
         let mut args = Vec::with_capacity(2 + extra.len());
         args.push(Value::from(base));
         args.push(Value::from(self.retention_ms()));
         args.extend(extra);
-        let reply: Value = script.run(&self.shared.pool, keys, args).await?;
-        tagged(reply)
+        let acks = match ack {
+            Ack::Replicas => self.shared.replica_acks.as_ref(),
+            Ack::Primary => None,
+        };
+        let Some(acks) = acks else {
+            let reply: Value = script.run(&self.shared.pool, keys, args).await?;
+            return tagged(reply);
+        };
+        let slot = script.slot_of(&keys)?;
+        let client = self.shared.pool.next();
+        let reply: Value = script.run(client, keys, args).await?;
+        let (tag, rest) = tagged(reply)?;
+        if matches!(tag.as_str(), "ok" | "created") {
+            crate::cluster::wait_for_replicas(client, slot, acks).await?;
+        }
+        Ok((tag, rest))
     }
 
     /// Runs a script about one task and maps its error tags.
@@ -130,8 +160,9 @@ impl RedisQueue {
         task: TaskId,
         extra: Vec<Value>,
         event: &str,
+        ack: Ack,
     ) -> Result<Task, PortError> {
-        let (tag, rest) = self.run(script, queue, Some(task), extra).await?;
+        let (tag, rest) = self.run(script, queue, Some(task), extra, ack).await?;
         match tag.as_str() {
             "ok" => task_from(queue, rest.into_iter().next()),
             "not_found" => Err(PortError::not_found(format!("task {task}"))),
@@ -204,7 +235,13 @@ impl RedisQueue {
             Value::from(opts.worker.as_ref().map_or("", |w| w.as_str()).to_owned()),
         ];
         let (tag, rest) = self
-            .run(&self.shared.scripts.queue_reserve, queue, None, extra)
+            .run(
+                &self.shared.scripts.queue_reserve,
+                queue,
+                None,
+                extra,
+                Ack::Primary,
+            )
             .await?;
         match tag.as_str() {
             "ok" => {
@@ -302,8 +339,15 @@ impl QueueStore for RedisQueue {
                 .into(),
             sched.into(),
             sched_ms.to_string().into(),
+            spec.id.map(|id| id.to_string()).unwrap_or_default().into(),
         ];
-        let script = self.run(&self.shared.scripts.queue_enqueue, queue, None, extra);
+        let script = self.run(
+            &self.shared.scripts.queue_enqueue,
+            queue,
+            None,
+            extra,
+            Ack::Replicas,
+        );
         let (outcome, registered) = futures::join!(script, self.register(queue));
         let (tag, rest) = outcome?;
         if let Err(e) = registered {
@@ -403,6 +447,7 @@ impl QueueStore for RedisQueue {
                 task,
                 extra,
                 "Heartbeat",
+                Ack::Primary,
             )
             .await?;
         Ok(t.lease())
@@ -441,6 +486,7 @@ impl QueueStore for RedisQueue {
             task,
             extra,
             "Complete",
+            Ack::Replicas,
         )
         .await
     }
@@ -476,8 +522,44 @@ impl QueueStore for RedisQueue {
             Value::from(after.to_string()),
             Value::from(rand::random::<f64>().to_string()),
         ];
-        self.run_task(&self.shared.scripts.queue_fail, queue, task, extra, "Fail")
-            .await
+        self.run_task(
+            &self.shared.scripts.queue_fail,
+            queue,
+            task,
+            extra,
+            "Fail",
+            Ack::Replicas,
+        )
+        .await
+    }
+
+    async fn release(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: LeaseToken,
+        reason: &str,
+    ) -> Result<Task, PortError> {
+        let max = self.shared.limits.max_error_bytes;
+        if reason.len() > max {
+            return Err(PortError::invalid(
+                "reason",
+                format!("{} bytes exceeds the maximum of {max}", reason.len()),
+            ));
+        }
+        let extra = vec![
+            Value::from(token.get().to_string()),
+            Value::from(reason.to_owned()),
+        ];
+        self.run_task(
+            &self.shared.scripts.queue_release,
+            queue,
+            task,
+            extra,
+            "Release",
+            Ack::Replicas,
+        )
+        .await
     }
 
     async fn cancel(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError> {
@@ -487,6 +569,7 @@ impl QueueStore for RedisQueue {
             task,
             Vec::new(),
             "Cancel",
+            Ack::Replicas,
         )
         .await
     }
@@ -498,6 +581,7 @@ impl QueueStore for RedisQueue {
             task,
             Vec::new(),
             "Requeue",
+            Ack::Replicas,
         )
         .await
     }
@@ -510,6 +594,7 @@ impl QueueStore for RedisQueue {
                 task,
                 Vec::new(),
                 "Get",
+                Ack::Primary,
             )
             .await
         {

@@ -1,6 +1,14 @@
 //! The Lua scripts (each in its own file under `lua/`), loaded once at connect and called by
-//! SHA with a `NOSCRIPT` fallback (after a server restart or `SCRIPT FLUSH` the first call
-//! sends the body with `EVAL`, which also re-caches it).
+//! SHA with a `NOSCRIPT` fallback: after a server restart, a `SCRIPT FLUSH`, or on a cluster
+//! node that never saw `SCRIPT LOAD` (a promoted replica, a node added later) the first call
+//! sends the body with `EVAL` to the node owning the keys' slot, which also caches it there.
+//!
+//! Every script is prefixed with one line defining `WAKE_PUBLISH` (`PUBLISH` or, on a Redis 7
+//! cluster, `SPUBLISH`; see [`WakeChannels`]), so the SHA differs between the two modes.
+//!
+//! Before anything is sent, [`LuaScript::run`] checks that the call's keys share one hash
+//! slot, so a layout bug is an `Internal` error naming the script on every deployment — not a
+//! `CROSSSLOT` that only shows on a cluster.
 
 use fred::clients::Pool;
 use fred::interfaces::LuaInterface;
@@ -9,6 +17,8 @@ use fred::types::{FromValue, Value};
 use spool_ports::PortError;
 
 use crate::error::classify;
+use crate::keys::slot;
+use crate::wake::WakeChannels;
 
 /// Queue scripts share a prelude (keys, time, maintenance); it is prepended at compile time.
 macro_rules! queue_script {
@@ -25,28 +35,52 @@ macro_rules! queue_script {
 #[derive(Debug, Clone)]
 pub(crate) struct LuaScript {
     name: &'static str,
-    body: &'static str,
+    body: String,
     script: Script,
 }
 
 impl LuaScript {
-    fn new(name: &'static str, body: &'static str) -> Self {
+    fn new(name: &'static str, source: &'static str, wake: WakeChannels) -> Self {
+        let body = format!(
+            "local WAKE_PUBLISH = '{}'\n{source}",
+            wake.publish_command()
+        );
         Self {
             name,
+            script: Script::from_lua(body.as_str()),
             body,
-            script: Script::from_lua(body),
         }
     }
 
-    /// `EVALSHA`, falling back to `EVAL` when the server does not know the script.
-    pub(crate) async fn run<R: FromValue>(
+    /// The hash slot shared by `keys`.
+    ///
+    /// # Errors
+    /// `Internal` when they span several slots (a layout bug) or there are none.
+    pub(crate) fn slot_of(&self, keys: &[String]) -> Result<u16, PortError> {
+        let mut slots = keys.iter().map(|k| slot(k.as_bytes()));
+        let first = slots.next().ok_or_else(|| {
+            PortError::internal(format!("script {} called without keys", self.name))
+        })?;
+        if slots.any(|s| s != first) {
+            return Err(PortError::internal(format!(
+                "script {} would touch keys of several hash slots",
+                self.name
+            )));
+        }
+        Ok(first)
+    }
+
+    /// `EVALSHA` (routed to the node owning the keys' slot), falling back to `EVAL` when that
+    /// node does not know the script. Works on a [`Pool`] or on one of its clients.
+    pub(crate) async fn run<R: FromValue, C: LuaInterface + Sync>(
         &self,
-        pool: &Pool,
+        client: &C,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R, PortError> {
+        self.slot_of(&keys)?;
         let sha = self.script.sha1().clone();
-        match pool
+        match client
             .evalsha::<Value, _, _, _>(sha, keys.clone(), args.clone())
             .await
         {
@@ -56,14 +90,20 @@ impl LuaScript {
                     script = self.name,
                     "script not cached on the server; sending it"
                 );
-                let v = pool
-                    .eval::<Value, _, _, _>(self.body, keys, args)
+                let v = client
+                    .eval::<Value, _, _, _>(self.body.as_str(), keys, args)
                     .await
                     .map_err(classify)?;
                 convert(v, self.name)
             }
             Err(e) => Err(classify(e)),
         }
+    }
+
+    /// The SHA-1 the script is called by.
+    #[cfg(test)]
+    pub(crate) fn sha(&self) -> &str {
+        self.script.sha1()
     }
 }
 
@@ -86,6 +126,7 @@ pub(crate) struct Scripts {
     pub(crate) queue_heartbeat: LuaScript,
     pub(crate) queue_complete: LuaScript,
     pub(crate) queue_fail: LuaScript,
+    pub(crate) queue_release: LuaScript,
     pub(crate) queue_cancel: LuaScript,
     pub(crate) queue_requeue: LuaScript,
     pub(crate) queue_get: LuaScript,
@@ -96,43 +137,74 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
+    /// Every script, publishing wake-ups with `wake`'s command.
+    pub(crate) fn new(wake: WakeChannels) -> Self {
         Self {
-            cache_set: LuaScript::new("cache_set", include_str!("../lua/cache_set.lua")),
-            cache_delete: LuaScript::new("cache_delete", include_str!("../lua/cache_delete.lua")),
+            cache_set: LuaScript::new("cache_set", include_str!("../lua/cache_set.lua"), wake),
+            cache_delete: LuaScript::new(
+                "cache_delete",
+                include_str!("../lua/cache_delete.lua"),
+                wake,
+            ),
             cache_invalidate: LuaScript::new(
                 "cache_invalidate",
                 include_str!("../lua/cache_invalidate.lua"),
+                wake,
             ),
-            limit: LuaScript::new("limit", include_str!("../lua/limit.lua")),
-            queue_enqueue: LuaScript::new("queue_enqueue", queue_script!("queue_enqueue.lua")),
-            queue_reserve: LuaScript::new("queue_reserve", queue_script!("queue_reserve.lua")),
+            limit: LuaScript::new("limit", include_str!("../lua/limit.lua"), wake),
+            queue_enqueue: LuaScript::new(
+                "queue_enqueue",
+                queue_script!("queue_enqueue.lua"),
+                wake,
+            ),
+            queue_reserve: LuaScript::new(
+                "queue_reserve",
+                queue_script!("queue_reserve.lua"),
+                wake,
+            ),
             queue_heartbeat: LuaScript::new(
                 "queue_heartbeat",
                 queue_script!("queue_heartbeat.lua"),
+                wake,
             ),
-            queue_complete: LuaScript::new("queue_complete", queue_script!("queue_complete.lua")),
-            queue_fail: LuaScript::new("queue_fail", queue_script!("queue_fail.lua")),
-            queue_cancel: LuaScript::new("queue_cancel", queue_script!("queue_cancel.lua")),
-            queue_requeue: LuaScript::new("queue_requeue", queue_script!("queue_requeue.lua")),
-            queue_get: LuaScript::new("queue_get", queue_script!("queue_get.lua")),
-            queue_stats: LuaScript::new("queue_stats", queue_script!("queue_stats.lua")),
+            queue_complete: LuaScript::new(
+                "queue_complete",
+                queue_script!("queue_complete.lua"),
+                wake,
+            ),
+            queue_fail: LuaScript::new("queue_fail", queue_script!("queue_fail.lua"), wake),
+            queue_release: LuaScript::new(
+                "queue_release",
+                queue_script!("queue_release.lua"),
+                wake,
+            ),
+            queue_cancel: LuaScript::new("queue_cancel", queue_script!("queue_cancel.lua"), wake),
+            queue_requeue: LuaScript::new(
+                "queue_requeue",
+                queue_script!("queue_requeue.lua"),
+                wake,
+            ),
+            queue_get: LuaScript::new("queue_get", queue_script!("queue_get.lua"), wake),
+            queue_stats: LuaScript::new("queue_stats", queue_script!("queue_stats.lua"), wake),
             progress_start: LuaScript::new(
                 "progress_start",
                 include_str!("../lua/progress_start.lua"),
+                wake,
             ),
             progress_update: LuaScript::new(
                 "progress_update",
                 include_str!("../lua/progress_update.lua"),
+                wake,
             ),
             progress_read: LuaScript::new(
                 "progress_read",
                 include_str!("../lua/progress_read.lua"),
+                wake,
             ),
         }
     }
 
-    fn all(&self) -> [&LuaScript; 16] {
+    fn all(&self) -> [&LuaScript; 17] {
         [
             &self.cache_set,
             &self.cache_delete,
@@ -143,6 +215,7 @@ impl Scripts {
             &self.queue_heartbeat,
             &self.queue_complete,
             &self.queue_fail,
+            &self.queue_release,
             &self.queue_cancel,
             &self.queue_requeue,
             &self.queue_get,
@@ -153,10 +226,12 @@ impl Scripts {
         ]
     }
 
-    /// `SCRIPT LOAD`s every script once (at connect); a compile error surfaces here.
+    /// `SCRIPT LOAD`s every script once (at connect; on a cluster on every primary); a
+    /// compile error surfaces here.
     pub(crate) async fn load(&self, pool: &Pool) -> Result<(), PortError> {
-        for s in self.all() {
-            pool.script_load::<String, _>(s.body)
+        let loads = self.all().map(|s| async move {
+            // On a single server `script_load_cluster` is a plain `SCRIPT LOAD`.
+            pool.script_load_cluster::<String, _>(s.body.as_str())
                 .await
                 .map_err(|e| match classify(e) {
                     PortError::Internal { source, .. } => PortError::Internal {
@@ -164,8 +239,48 @@ impl Scripts {
                         source,
                     },
                     other => other,
-                })?;
-        }
+                })
+        });
+        futures::future::try_join_all(loads).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wake_command_is_chosen_per_mode() {
+        let global = Scripts::new(WakeChannels::Global);
+        let sharded = Scripts::new(WakeChannels::Sharded);
+        for (g, s) in global.all().iter().zip(sharded.all()) {
+            assert!(g.body.starts_with("local WAKE_PUBLISH = 'PUBLISH'\n"));
+            assert!(s.body.starts_with("local WAKE_PUBLISH = 'SPUBLISH'\n"));
+            assert_ne!(g.sha(), s.sha(), "{}", g.name);
+            // No script publishes behind the prelude's back.
+            assert!(!g.body.contains("'PUBLISH',"), "{}", g.name);
+            assert!(!g.body.contains("'SPUBLISH',"), "{}", g.name);
+        }
+        assert!(global
+            .queue_enqueue
+            .body
+            .contains("redis.call(WAKE_PUBLISH"));
+        assert!(global
+            .progress_update
+            .body
+            .contains("redis.call(WAKE_PUBLISH"));
+    }
+
+    #[test]
+    fn keys_of_several_slots_are_refused_before_sending() {
+        let scripts = Scripts::new(WakeChannels::Global);
+        let one = vec!["p:{q:a}:ready".to_owned(), "p:{q:a}:t:1".to_owned()];
+        assert!(scripts.queue_get.slot_of(&one).is_ok());
+        let two = vec!["p:{q:a}:ready".to_owned(), "p:{q:b}:ready".to_owned()];
+        let e = scripts.queue_get.slot_of(&two).expect_err("cross-slot");
+        assert_eq!(e.code(), "internal");
+        assert!(e.to_string().contains("queue_get"), "{e}");
+        assert!(scripts.queue_get.slot_of(&[]).is_err());
     }
 }

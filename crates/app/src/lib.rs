@@ -8,7 +8,12 @@
 //! | [`config`] | typed configuration: defaults → TOML file → `SPOOL_*` env vars, validated |
 //! | [`wiring`] | [`Spool::from_config`]: the services over `Arc<dyn Port>`s ([`Backends`]) |
 //! | [`services`] | [`CacheManager`], [`RateLimiter`], [`QueueManager`], [`ProgressTracker`] |
+//! | [`resilience`] | circuit breaker, retries, local fallbacks and hand-over around the Redis ports; [`resilience::ResilienceStatus`] |
 //! | [`worker`] | the worker runtime: typed handlers, concurrency, heartbeats, retries, drain |
+//! | [`http`] | the HTTP API (axum), reusable tower [`http::middleware`], SSE, health, `/metrics` |
+//! | [`telemetry`] | logs (pretty / JSON), OpenTelemetry metrics (Prometheus + OTLP) and traces |
+//! | [`bench`] | `spool bench`: every operation next to the raw client, latency histograms |
+//! | [`cli`] | the `spool` binary: `serve`, `worker`, `bench` |
 //!
 //! ```
 //! use spool_app::config::{Config, EnvLayer};
@@ -31,8 +36,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
+pub mod cli;
 pub mod config;
+pub mod http;
+pub mod resilience;
 pub mod services;
+pub mod telemetry;
 pub mod wiring;
 pub mod worker;
 
@@ -40,5 +50,5 @@ pub use config::{Config, ConfigError, Settings};
 pub use services::{
     CacheManager, ProgressTracker, QueueManager, RateLimitRequest, RateLimiter, ServiceError,
 };
-pub use wiring::{memory_backends, Backends, Spool, WiringError};
+pub use wiring::{memory_backends, redis_backends, Backends, Spool, WiringError};
 pub use worker::{HandlerError, TaskContext, WorkerBuilder, WorkerRuntime};

@@ -1,7 +1,7 @@
 //! Wiring: one call builds every service from configuration.
 //!
 //! The only place that knows which adapter backs the ports is [`Backends`]: five
-//! `Arc<dyn Port>`s built by [`memory_backends`] (and, later, by the Redis wiring). Every
+//! `Arc<dyn Port>`s built by [`memory_backends`] and [`redis_backends`]. Every
 //! service is built over those trait objects, so swapping memory ↔ Redis — or wrapping the
 //! ports in resilience layers — is a configuration change, not a code change.
 //!
@@ -24,11 +24,13 @@ use std::sync::Arc;
 use spool_adapter_memory::{
     Clock, MemoryCache, MemoryHealth, MemoryProgress, MemoryQueue, MemoryRateLimiter, TokioClock,
 };
+use spool_adapter_redis::RedisBackend;
 use spool_domain::limits::StoreLimits;
 use spool_domain::ValidationError;
 use spool_ports::{CacheStore, Health, PortError, ProgressStore, QueueStore, RateLimitStore};
 
 use crate::config::{BackendKind, Config, ConfigError, Settings};
+use crate::resilience::{ResilienceOptions, ResilienceStatus, Resilient};
 use crate::services::{CacheManager, ProgressTracker, QueueManager, RateLimiter};
 use crate::worker::WorkerBuilder;
 
@@ -72,18 +74,33 @@ pub fn memory_backends(limits: &StoreLimits, clock: Arc<dyn Clock>) -> Backends 
 /// The backends `config` asks for.
 ///
 /// # Errors
-/// [`WiringError::NotWired`] for a backend this build cannot construct yet; backend
-/// connection errors.
+/// A bad setting; backend connection errors.
 pub async fn backends_for(config: &Config, settings: &Settings) -> Result<Backends, WiringError> {
     match config.backend {
         BackendKind::Memory => Ok(memory_backends(
             &settings.limits,
             Arc::new(TokioClock::new()),
         )),
-        BackendKind::Redis => Err(WiringError::NotWired {
-            backend: BackendKind::Redis.as_str(),
-        }),
+        BackendKind::Redis => redis_backends(config, settings).await,
     }
+}
+
+/// Every port on Redis, through one connection pool (plus one pub/sub connection for
+/// wake-ups).
+///
+/// # Errors
+/// A bad `[redis]` setting; the server unreachable or refusing the credentials.
+pub async fn redis_backends(config: &Config, settings: &Settings) -> Result<Backends, WiringError> {
+    let adapter = config.redis.to_adapter(&settings.limits)?;
+    let backend = RedisBackend::connect(adapter).await?;
+    Ok(Backends {
+        name: "redis",
+        cache: Arc::new(backend.cache()),
+        limiter: Arc::new(backend.rate_limiter()),
+        queue: Arc::new(backend.queue()),
+        progress: Arc::new(backend.progress()),
+        health: Arc::new(backend.health()),
+    })
 }
 
 /// Why the services could not be built.
@@ -93,12 +110,6 @@ pub enum WiringError {
     /// A setting is bad.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The configured backend is not available in this build yet.
-    #[error("{backend} backend: not wired yet")]
-    NotWired {
-        /// `redis`.
-        backend: &'static str,
-    },
     /// The backend refused to start (unreachable, bad credentials).
     #[error("backend: {0}")]
     Backend(#[from] PortError),
@@ -114,6 +125,7 @@ struct Inner {
     queue: QueueManager,
     progress: ProgressTracker,
     health: Arc<dyn Health>,
+    resilience: ResilienceStatus,
     settings: Settings,
     config: Config,
 }
@@ -133,14 +145,37 @@ impl fmt::Debug for Spool {
 }
 
 impl Spool {
-    /// Validates `config`, builds the backend it names and every service over it.
+    /// Validates `config`, builds the backend it names and every service over it. The Redis
+    /// ports are wrapped in the [resilience layer](crate::resilience) (breaker, retries,
+    /// local fallbacks, hand-over; its supervisor runs on the current runtime), so the
+    /// services keep working while Redis is down; [`Spool::resilience`] tells how.
     ///
     /// # Errors
     /// A bad setting; a backend that is not wired or does not start.
     pub async fn from_config(config: &Config) -> Result<Spool, WiringError> {
         let settings = config.validate()?;
         let backends = backends_for(config, &settings).await?;
-        Self::assemble(backends, config, settings)
+        if config.backend == BackendKind::Redis {
+            let options = ResilienceOptions::from_config(&config.resilience, &settings)?;
+            let resilient = Resilient::wrap(backends, &options, Arc::new(TokioClock::new()))?;
+            resilient.spawn_supervisor();
+            let status = resilient.status().clone();
+            return Self::assemble(resilient.backends(), status, config, settings);
+        }
+        let status = ResilienceStatus::without_fallback(backends.name);
+        Self::assemble(backends, status, config, settings)
+    }
+
+    /// Builds every service over the wrapped ports of `resilient` (tests, embedders), with
+    /// its status behind [`Spool::resilience`]. The caller decides whether to
+    /// [spawn its supervisor](Resilient::spawn_supervisor).
+    ///
+    /// # Errors
+    /// A bad setting.
+    pub fn from_resilient(resilient: &Resilient, config: &Config) -> Result<Spool, WiringError> {
+        let settings = config.validate()?;
+        let status = resilient.status().clone();
+        Self::assemble(resilient.backends(), status, config, settings)
     }
 
     /// Builds every service over `backends` (tests, embedders, wrapped ports), with the
@@ -150,11 +185,13 @@ impl Spool {
     /// A bad setting.
     pub fn from_backends(backends: Backends, config: &Config) -> Result<Spool, WiringError> {
         let settings = config.validate()?;
-        Self::assemble(backends, config, settings)
+        let status = ResilienceStatus::without_fallback(backends.name);
+        Self::assemble(backends, status, config, settings)
     }
 
     fn assemble(
         backends: Backends,
+        resilience: ResilienceStatus,
         config: &Config,
         settings: Settings,
     ) -> Result<Spool, WiringError> {
@@ -171,6 +208,7 @@ impl Spool {
                 queue,
                 progress,
                 health: backends.health,
+                resilience,
                 settings,
                 config: config.clone(),
             }),
@@ -205,6 +243,14 @@ impl Spool {
     /// Backend health.
     pub fn health(&self) -> &Arc<dyn Health> {
         &self.inner.health
+    }
+
+    /// Each service's mode (primary / fallback), the backend's breaker state and whether
+    /// anything is degraded — for `/health/ready` and metrics. On the memory backend (or
+    /// ports given to [`Spool::from_backends`]) every service is always `primary` and there
+    /// is no breaker.
+    pub fn resilience(&self) -> &ResilienceStatus {
+        &self.inner.resilience
     }
 
     /// The validated settings.
@@ -244,12 +290,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn redis_is_refused_in_one_clear_place() {
-        let env = EnvLayer::from_pairs([("SPOOL_BACKEND", "redis")]);
+    async fn redis_backend_is_a_configuration_change() {
+        let url = spool_adapter_redis::testing::redis_url();
+        let prefix = spool_adapter_redis::testing::unique_prefix();
+        let env = EnvLayer::from_pairs([
+            ("SPOOL_BACKEND", "redis"),
+            ("SPOOL_REDIS_URL", url.as_str()),
+            ("SPOOL_REDIS__KEY_PREFIX", prefix.as_str()),
+        ]);
+        let config = Config::load_from(None, &env).unwrap();
+        let spool = Spool::from_config(&config).await.unwrap();
+        assert_eq!(spool.backend(), "redis");
+        let h = spool.health().check().await.unwrap();
+        assert_eq!(h.backend, "redis");
+        assert!(h.version.is_some());
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_is_a_backend_error() {
+        let env = EnvLayer::from_pairs([
+            ("SPOOL_BACKEND", "redis"),
+            ("SPOOL_REDIS_URL", "redis://127.0.0.1:1"),
+            ("SPOOL_REDIS__CONNECT_TIMEOUT", "200ms"),
+        ]);
         let config = Config::load_from(None, &env).unwrap();
         let e = Spool::from_config(&config).await.unwrap_err();
-        assert!(matches!(e, WiringError::NotWired { backend: "redis" }));
-        assert_eq!(e.to_string(), "redis backend: not wired yet");
+        assert!(matches!(e, WiringError::Backend(_)), "{e}");
     }
 
     #[tokio::test]

@@ -13,7 +13,8 @@ use crate::PortError;
 pub enum Enqueued {
     /// A new task was accepted.
     Created(Task),
-    /// A live task with the same unique key exists; nothing was added.
+    /// A task with the given ID, or a live task with the same unique key, exists; nothing
+    /// was added.
     Duplicate(Task),
 }
 
@@ -97,6 +98,13 @@ pub trait QueueStore: Send + Sync {
     /// (not finished) task of the same queue, MUST return that task as `Duplicate` and add
     /// nothing.
     ///
+    /// With a given ID ([`TaskSpec::id`]) the task MUST be stored under exactly that ID, and
+    /// the call MUST be idempotent: when a task with that ID exists in the queue (any status,
+    /// until its retention ends) it is returned as `Duplicate` and nothing is added — so an
+    /// enqueue retried after a lost reply, or a task handed over from a fallback store, is
+    /// never accepted twice. The ID check comes before the unique-key check. Without an ID
+    /// the store generates a time-ordered one.
+    ///
     /// # Errors
     /// `Invalid` for a payload over `max_payload_bytes` or bad schedule/backoff;
     /// `Unavailable` when the backend cannot answer.
@@ -154,6 +162,28 @@ pub trait QueueStore: Send + Sync {
         task: TaskId,
         token: LeaseToken,
         failure: Failure,
+    ) -> Result<Task, PortError>;
+
+    /// Hands a running task back unfinished, for a lease holder that stops before the work
+    /// is done (a worker shutting down): the lease is revoked and the task is `queued` again
+    /// at once, behind the tasks already ready at its priority (ready since now, like a
+    /// reclaimed lease), so any reserver can take it. The interrupted attempt MUST NOT count:
+    /// `attempts` goes back down by one, so a release never sends a task to the dead-letter
+    /// set, even on its last attempt. The fencing sequence is kept: `token` is dead from now
+    /// on (any later call with it is `LeaseLost`) and the next reservation gets a greater
+    /// one. `last_error` becomes `"released: <reason>"`; waiting reservers are woken.
+    /// Follows [`spool_domain::task::Task::release`]. One atomic round trip.
+    ///
+    /// # Errors
+    /// `LeaseLost` when `token` is not the current lease or it ran out (an expired lease is
+    /// reclaimed as usual, with the attempt counted); `NotFound` for an unknown task;
+    /// `Invalid` for a `reason` over `max_error_bytes`; `Unavailable`.
+    async fn release(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: LeaseToken,
+        reason: &str,
     ) -> Result<Task, PortError>;
 
     /// Cancels a task that is scheduled, queued, failed (awaiting retry) or running (its lease

@@ -45,6 +45,18 @@ pub(super) fn failure(failure: &Failure, max_bytes: usize) -> Result<(), PortErr
     Ok(())
 }
 
+/// A release reason must fit `max_bytes` (it is stored as `"released: <reason>"`).
+pub(super) fn reason(reason: &str, max_bytes: usize) -> Result<(), PortError> {
+    let size = reason.len();
+    if size > max_bytes {
+        return Err(PortError::invalid(
+            "reason",
+            format!("{size} bytes exceeds the maximum of {max_bytes}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A lease length has the bounds of [`ReserveOptions::lease`].
 pub(super) fn lease(lease: Duration) -> Result<(), PortError> {
     ReserveOptions::new(lease).validate()
@@ -106,6 +118,12 @@ mod tests {
             4
         )
         .is_err());
+
+        assert!(reason("abcd", 4).is_ok());
+        assert!(reason("abcde", 4)
+            .unwrap_err()
+            .to_string()
+            .contains("reason"));
 
         assert!(lease(Duration::from_millis(1)).is_ok());
         assert!(lease(Duration::ZERO).is_err());

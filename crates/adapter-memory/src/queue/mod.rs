@@ -176,6 +176,17 @@ impl QueueStore for MemoryQueue {
         self.step(|s, now| s.fail(queue, task, token, now, failure, random))
     }
 
+    async fn release(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: LeaseToken,
+        reason: &str,
+    ) -> Result<Task, PortError> {
+        checks::reason(reason, self.max_error_bytes)?;
+        self.step(|s, now| s.release(queue, task, token, now, reason))
+    }
+
     async fn cancel(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError> {
         self.step(|s, now| s.cancel(queue, task, now))
     }

@@ -75,8 +75,9 @@ impl Store {
         run(state, queue, now, self.retention, &mut self.wakes, f)
     }
 
-    /// Accepts a task, or returns the live task holding its unique key. `random` feeds the
-    /// random part of the ID.
+    /// Accepts a task, or returns the task already holding its given ID (any status, within
+    /// retention) or the live task holding its unique key. `random` feeds the random part of
+    /// a generated ID.
     pub(super) fn enqueue(
         &mut self,
         queue: &QueueName,
@@ -85,13 +86,22 @@ impl Store {
         mut random: impl FnMut() -> u128,
     ) -> Enqueued {
         self.touch_or_create(queue, now, |st| {
+            if let Some(existing) = spec.id.as_ref().and_then(|id| st.get(id)) {
+                return Enqueued::Duplicate(existing.clone());
+            }
             if let Some(existing) = spec.unique_key.as_ref().and_then(|k| st.unique_holder(k)) {
                 return Enqueued::Duplicate(existing.clone());
             }
-            let mut id = TaskId::from_parts(now, random());
-            while st.contains(&id) {
-                id = TaskId::from_parts(now, random());
-            }
+            let id = match spec.id {
+                Some(id) => id,
+                None => {
+                    let mut id = TaskId::from_parts(now, random());
+                    while st.contains(&id) {
+                        id = TaskId::from_parts(now, random());
+                    }
+                    id
+                }
+            };
             let task = Task::new(id, queue.clone(), spec, now);
             st.insert(task.clone(), now);
             Enqueued::Created(task)
@@ -200,6 +210,21 @@ impl Store {
     ) -> Result<Task, PortError> {
         self.with_lease(queue, id, token, now, |t| {
             t.fail(now, failure, random)?;
+            Ok(t.clone())
+        })
+    }
+
+    /// Hands a running task back: ready again since `now`, the attempt not counted.
+    pub(super) fn release(
+        &mut self,
+        queue: &QueueName,
+        id: TaskId,
+        token: LeaseToken,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<Task, PortError> {
+        self.with_lease(queue, id, token, now, |t| {
+            t.release(reason)?;
             Ok(t.clone())
         })
     }
@@ -490,6 +515,41 @@ mod tests {
         let now = s.get(&queue, t.id, at(1000)).unwrap();
         assert_eq!(now.status, TaskStatus::Queued, "reclaimed in the same step");
         assert!(now.last_error.is_some());
+    }
+
+    #[test]
+    fn a_release_wakes_waiters_and_is_ready_since_the_release() {
+        let mut s = Store::new(Duration::from_secs(60));
+        let queue = q("a");
+        let first = put(&mut s, &queue, spec(), at(0));
+        let second = put(&mut s, &queue, spec(), at(10));
+        let lease = take(&mut s, &queue, at(20)).unwrap();
+        assert_eq!(lease.task.id, first.id);
+        s.take_wakes();
+
+        let released = s
+            .release(&queue, first.id, lease.token, at(30), "bye")
+            .unwrap();
+        assert_eq!(
+            (released.status, released.attempts),
+            (TaskStatus::Queued, 0)
+        );
+        assert_eq!(
+            s.take_wakes(),
+            std::slice::from_ref(&queue),
+            "a task became ready"
+        );
+        let st = &s.stats(std::slice::from_ref(&queue), at(50))[0];
+        assert_eq!(
+            st.oldest_waiting_ms,
+            Some(40),
+            "the other task has waited longest"
+        );
+        assert_eq!(take(&mut s, &queue, at(50)).unwrap().task.id, second.id);
+        let st = &s.stats(std::slice::from_ref(&queue), at(50))[0];
+        assert_eq!(st.oldest_waiting_ms, Some(20), "ready since the release");
+        let again = take(&mut s, &queue, at(50)).unwrap();
+        assert_eq!((again.task.id, again.task.attempts), (first.id, 1));
     }
 
     #[test]

@@ -86,6 +86,38 @@ impl RedisConfig {
         Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))))
     }
 
+    /// The Redis adapter's configuration: these settings plus the validated prefix and the
+    /// store limits every adapter enforces.
+    ///
+    /// # Errors
+    /// `redis.key_prefix`, `redis.password_file` as for [`RedisConfig::prefix`] and
+    /// [`RedisConfig::resolve_password`]; `redis.pool_size` when zero.
+    pub fn to_adapter(
+        &self,
+        limits: &spool_domain::limits::StoreLimits,
+    ) -> Result<spool_adapter_redis::RedisConfig, ConfigError> {
+        if self.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "redis.pool_size",
+                "must be at least 1",
+            ));
+        }
+        let password = self
+            .resolve_password()?
+            .map(|p| spool_adapter_redis::Secret::new(p.expose()));
+        let mut adapter = spool_adapter_redis::RedisConfig::new(self.url.clone())
+            .credentials(self.username.clone(), password)
+            .prefix(self.prefix()?)
+            .limits(limits.clone());
+        adapter.pool_size = self.pool_size;
+        adapter.connect_timeout = self.connect_timeout;
+        adapter.command_timeout = self.command_timeout;
+        if let Some(ca) = &self.tls_ca {
+            adapter = adapter.tls_ca_file(ca);
+        }
+        Ok(adapter)
+    }
+
     /// The URL with any password replaced by `[redacted]`, for logs.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)

@@ -45,6 +45,7 @@ mockall::mock! {
         async fn heartbeat(&self, queue: &QueueName, task: TaskId, token: LeaseToken, lease: Duration) -> Result<Lease, PortError>;
         async fn complete(&self, queue: &QueueName, task: TaskId, token: LeaseToken, result: Option<serde_json::Value>) -> Result<Task, PortError>;
         async fn fail(&self, queue: &QueueName, task: TaskId, token: LeaseToken, failure: Failure) -> Result<Task, PortError>;
+        async fn release(&self, queue: &QueueName, task: TaskId, token: LeaseToken, reason: &str) -> Result<Task, PortError>;
         async fn cancel(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError>;
         async fn requeue(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError>;
         async fn get(&self, queue: &QueueName, task: TaskId) -> Result<Option<Task>, PortError>;

@@ -192,6 +192,7 @@ impl QueueManager {
     ) -> TaskSpec {
         let s = self.settings(queue);
         TaskSpec {
+            id: None,
             kind,
             payload,
             priority: opts.priority,
@@ -388,6 +389,22 @@ impl QueueManager {
         failure: Failure,
     ) -> Result<Task, ServiceError> {
         Ok(self.inner.store.fail(queue, id, token, failure).await?)
+    }
+
+    /// Hands a running task back unfinished: ready again at once, the attempt not counted
+    /// (see [`QueueStore::release`]).
+    ///
+    /// # Errors
+    /// `LeaseLost`; `NotFound`; `Invalid` reason; port errors.
+    #[tracing::instrument(name = "queue.release", skip_all, fields(queue = %queue, task_id = %id))]
+    pub async fn release(
+        &self,
+        queue: &QueueName,
+        id: TaskId,
+        token: LeaseToken,
+        reason: &str,
+    ) -> Result<Task, ServiceError> {
+        Ok(self.inner.store.release(queue, id, token, reason).await?)
     }
 }
 

@@ -25,8 +25,9 @@ use super::registry::{Registry, StartError};
 use crate::config::WorkerConfig;
 use crate::services::{panic_message, ProgressTracker, QueueManager, ServiceError};
 
-/// The error recorded for a task released back to its queue on shutdown.
-pub const RELEASED_ON_SHUTDOWN: &str = "released on shutdown";
+/// The reason given when the worker hands an in-flight task back to its queue on shutdown
+/// (the task's `last_error` then reads `released: worker shutting down`).
+pub const RELEASED_ON_SHUTDOWN: &str = "worker shutting down";
 
 /// Shortest lease: heartbeats go every third of it.
 const MIN_LEASE: Duration = Duration::from_millis(3);
@@ -283,7 +284,7 @@ struct Shared {
 /// | payload that does not deserialise | `fail(Retry::Never)`: dead |
 /// | no handler for the kind | `fail(Retry::Never)`: dead |
 /// | lease lost (cancelled, reclaimed) | nothing: the handler is cancelled, its result dropped |
-/// | still running when the drain timeout ends | `fail(Retry::After(0))`, "released on shutdown" |
+/// | still running when the drain timeout ends | `release`: queued again at once, the attempt not counted |
 pub struct WorkerRuntime {
     shared: Arc<Shared>,
     lanes: Vec<Lane>,
@@ -315,8 +316,9 @@ impl WorkerRuntime {
 
     /// Runs until `shutdown` completes, then drains: stops reserving, lets in-flight tasks
     /// finish for up to the drain timeout, then cancels the rest and releases their tasks
-    /// back to the queue (`fail(Retry::After(0))`, "released on shutdown") so another worker
-    /// picks them up. Returns what was done.
+    /// back to the queue ([`QueueManager::release`] with [`RELEASED_ON_SHUTDOWN`]) so another
+    /// worker picks them up at once, without the interrupted attempt counting against the
+    /// task's `max_attempts`. Returns what was done.
     pub async fn run_until<S>(self, shutdown: S) -> WorkerReport
     where
         S: Future<Output = ()> + Send,
@@ -595,32 +597,35 @@ async fn report(shared: &Shared, lease: &Lease, outcome: Outcome) {
                 retry: failure.retry,
             };
             tracing::warn!(error = %failure.error, retry = ?failure.retry, "task attempt failed");
-            record_failure(shared, lease, failure, Reason::Attempt).await;
+            record_failure(shared, lease, failure).await;
         }
         Outcome::LeaseLost(why) => {
             counts.lease_lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(reason = %why, "lease lost; handler cancelled and result dropped");
         }
         Outcome::Release => {
-            let failure = Failure {
-                error: RELEASED_ON_SHUTDOWN.to_owned(),
-                retry: Retry::After(Duration::ZERO),
-            };
-            record_failure(shared, lease, failure, Reason::Release).await;
+            match shared
+                .queue
+                .release(&task.queue, task.id, lease.token, RELEASED_ON_SHUTDOWN)
+                .await
+            {
+                Ok(t) => {
+                    counts.released.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(attempts = t.attempts, "task released on shutdown");
+                }
+                Err(ServiceError::Port(PortError::LeaseLost { .. })) => {
+                    counts.lease_lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("lease lost before the task was released");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not release the task; it will be redelivered after its lease")
+                }
+            }
         }
     }
 }
 
-/// Why a failure is recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
-    /// The attempt failed.
-    Attempt,
-    /// The worker hands the task back on shutdown.
-    Release,
-}
-
-async fn record_failure(shared: &Shared, lease: &Lease, failure: Failure, reason: Reason) {
+async fn record_failure(shared: &Shared, lease: &Lease, failure: Failure) {
     let task = &lease.task;
     let counts = &shared.counts;
     match shared
@@ -628,10 +633,6 @@ async fn record_failure(shared: &Shared, lease: &Lease, failure: Failure, reason
         .fail(&task.queue, task.id, lease.token, failure)
         .await
     {
-        Ok(t) if reason == Reason::Release => {
-            counts.released.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(status = %t.status, "task released on shutdown");
-        }
         Ok(t) if t.status == TaskStatus::Dead => {
             counts.dead.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("task is dead");

@@ -385,17 +385,31 @@ async fn drain_timeout_releases_in_flight_tasks_back_to_the_queue() {
             },
         )
         .build();
+    // One attempt only: if the release consumed it, the task would be dead.
     let id = env
-        .enqueue("stuck", "job", serde_json::json!(1), retry_fast(3))
+        .enqueue("stuck", "job", serde_json::json!(1), retry_fast(1))
         .await;
     let running = start(rt);
     let token = recv(&mut rx).await;
     let report = running.stop().await;
     assert!(token.is_cancelled(), "the handler was told to stop");
-    assert_eq!(report.released, 1);
+    assert_eq!(
+        (
+            report.released,
+            report.retried,
+            report.dead,
+            report.lease_lost
+        ),
+        (1, 0, 0, 0)
+    );
     let t = env.task("stuck", id).await;
-    assert_eq!(t.last_error.as_deref(), Some(RELEASED_ON_SHUTDOWN));
-    assert!(!t.status.is_finished(), "{:?}", t.status);
+    assert_eq!(
+        t.last_error.as_deref(),
+        Some(format!("released: {RELEASED_ON_SHUTDOWN}").as_str())
+    );
+    assert_eq!(t.status, TaskStatus::Queued, "ready again at once");
+    assert_eq!(t.attempts, 0, "the interrupted attempt is not consumed");
+    assert_eq!(t.lease_expires_at, None);
     let again = env
         .queue
         .reserve(
@@ -406,7 +420,10 @@ async fn drain_timeout_releases_in_flight_tasks_back_to_the_queue() {
         .unwrap()
         .expect("the released task is redelivered");
     assert_eq!(again.task.id, id);
-    assert_eq!(again.task.attempts, 2);
+    assert_eq!(
+        again.task.attempts, 1,
+        "its only attempt is still available"
+    );
 }
 
 #[tokio::test(start_paused = true)]

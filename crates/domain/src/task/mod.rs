@@ -4,7 +4,7 @@
 //! ```text
 //!   enqueue ──► scheduled ──due──► queued ──reserve──► running ──complete──► succeeded
 //!                   ▲                ▲  ▲                 │
-//!                   │ retry later    │  └─lease expired───┤ (attempts left)
+//!                   │ retry later    │  └─expired/release─┤ (attempts left / released)
 //!                 failed ◄───────────┼─────fail(retry)────┤
 //!                   │                └──requeue── dead ◄──┤ (no attempts left / fail(never))
 //!                   └──────cancel──► cancelled ◄──────────┘ (cancel from any live state)

@@ -305,6 +305,24 @@ impl Task {
         Ok(())
     }
 
+    /// The lease holder hands a running task back unfinished (a worker shutting down, say):
+    /// the lease is revoked and the task is `queued` again at once, with the interrupted
+    /// attempt not counted (`attempts` goes back down by one, never below 0) — so a release
+    /// never sends a task to the dead-letter set, even on its last attempt. `lease_seq` is
+    /// kept, so the next reservation's token is still greater than the released one.
+    /// `last_error` becomes `"released: <reason>"`; `started_at`, `heartbeat_at` and `worker`
+    /// keep describing the interrupted attempt, as after a reclaimed lease.
+    ///
+    /// No timestamp is stored: when the task became ready again is the adapter's ready-since
+    /// order (the release time), as for any task that becomes ready.
+    pub fn release(&mut self, reason: &str) -> Result<(), TransitionError> {
+        self.step(TaskEvent::Release)?;
+        self.attempts = self.attempts.saturating_sub(1);
+        self.lease_expires_at = None;
+        self.last_error = Some(format!("released: {reason}"));
+        Ok(())
+    }
+
     /// Cancels a live task; a running task's lease is revoked.
     pub fn cancel(&mut self, now: Timestamp) -> Result<(), TransitionError> {
         self.step(TaskEvent::Cancel)?;
@@ -320,5 +338,180 @@ impl Task {
         self.finished_at = None;
         self.scheduled_for = None;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::task::MaxAttempts;
+    use proptest::prelude::*;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_millis(1_000_000 + ms)
+    }
+
+    fn task(max_attempts: u32) -> Task {
+        let spec = TaskSpec::new(TaskKind::parse("k").unwrap(), serde_json::json!(1))
+            .max_attempts(MaxAttempts::new(max_attempts).unwrap());
+        Task::new(
+            TaskId::from_parts(at(0), 1),
+            QueueName::parse("q").unwrap(),
+            spec,
+            at(0),
+        )
+    }
+
+    #[test]
+    fn release_gives_the_attempt_back_and_keeps_the_fence() {
+        let mut t = task(3);
+        let worker = WorkerId::parse("w-1").unwrap();
+        let lease = t.reserve(at(10), LEASE, Some(worker.clone())).unwrap();
+        assert_eq!((t.attempts, t.lease_seq), (1, 1));
+
+        t.release("worker shutting down").unwrap();
+        assert_eq!(t.status, TaskStatus::Queued);
+        assert_eq!(t.attempts, 0, "the interrupted attempt does not count");
+        assert_eq!(t.lease_seq, 1, "the fence is kept");
+        assert_eq!(t.lease_expires_at, None, "the lease is revoked");
+        assert!(!t.holds_lease(lease.token, at(11)));
+        assert_eq!(
+            t.last_error.as_deref(),
+            Some("released: worker shutting down")
+        );
+        assert_eq!(t.finished_at, None);
+        assert_eq!(t.started_at, Some(at(10)), "still the interrupted attempt");
+        assert_eq!(t.worker, Some(worker));
+
+        let next = t.reserve(at(20), LEASE, None).unwrap();
+        assert_eq!(t.attempts, 1);
+        assert!(next.token > lease.token, "tokens keep increasing");
+    }
+
+    #[test]
+    fn release_on_the_last_attempt_keeps_the_task_alive() {
+        let mut t = task(1);
+        for n in 0..3 {
+            t.reserve(at(n), LEASE, None).unwrap();
+            t.release("again").unwrap();
+            assert_eq!((t.status, t.attempts), (TaskStatus::Queued, 0));
+        }
+        t.reserve(at(5), LEASE, None).unwrap();
+        t.expire_lease(at(20_000)).unwrap();
+        assert_eq!(
+            t.status,
+            TaskStatus::Dead,
+            "a counted attempt still is the last"
+        );
+    }
+
+    #[test]
+    fn only_a_running_task_can_be_released_and_a_refusal_changes_nothing() {
+        let mut t = task(3);
+        let before = t.clone();
+        let err = t.release("nope").unwrap_err();
+        assert_eq!(
+            (err.from, err.event),
+            (TaskStatus::Queued, TaskEvent::Release)
+        );
+        assert_eq!(t, before);
+
+        let lease = t.reserve(at(1), LEASE, None).unwrap();
+        t.complete(at(2), None).unwrap();
+        let done = t.clone();
+        assert!(t.release("late").is_err());
+        assert_eq!(t, done);
+        assert!(!t.holds_lease(lease.token, at(3)));
+    }
+
+    #[test]
+    fn attempts_never_go_below_zero() {
+        // A running task with no counted attempt cannot come out of `reserve`, but a record
+        // read back from a store might say so: the release saturates instead of wrapping.
+        let mut t = task(1);
+        t.reserve(at(0), LEASE, None).unwrap();
+        t.attempts = 0;
+        t.release("x").unwrap();
+        assert_eq!(t.attempts, 0);
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Due,
+        Reserve,
+        Heartbeat,
+        Complete,
+        FailBackoff,
+        FailNever,
+        Expire,
+        Release,
+        Cancel,
+        Requeue,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Due),
+            Just(Op::Reserve),
+            Just(Op::Heartbeat),
+            Just(Op::Complete),
+            Just(Op::FailBackoff),
+            Just(Op::FailNever),
+            Just(Op::Expire),
+            Just(Op::Release),
+            Just(Op::Cancel),
+            Just(Op::Requeue),
+        ]
+    }
+
+    fn apply(t: &mut Task, op: Op, now: Timestamp) -> Result<(), TransitionError> {
+        let failure = |retry| Failure {
+            error: "e".into(),
+            retry,
+        };
+        match op {
+            Op::Due => t.make_due(),
+            Op::Reserve => t.reserve(now, LEASE, None).map(drop),
+            Op::Heartbeat => t.heartbeat(now, LEASE).map(drop),
+            Op::Complete => t.complete(now, None),
+            Op::FailBackoff => t.fail(now, failure(Retry::Backoff), 0.5),
+            Op::FailNever => t.fail(now, failure(Retry::Never), 0.5),
+            Op::Expire => t.expire_lease(now),
+            Op::Release => t.release("shutdown"),
+            Op::Cancel => t.cancel(now),
+            Op::Requeue => t.requeue(),
+        }
+    }
+
+    proptest! {
+        /// Any sequence of transitions, releases included, keeps the record's invariants:
+        /// attempts stay within `0..=max_attempts`, fencing tokens only grow (by one per
+        /// reservation), a lease expiry is set exactly while running, and a refused
+        /// transition changes nothing.
+        #[test]
+        fn record_invariants_hold(max in 1u32..4, ops in proptest::collection::vec(op(), 0..80)) {
+            let mut t = task(max);
+            for (i, op) in ops.into_iter().enumerate() {
+                let now = at(i as u64);
+                let before = t.clone();
+                match apply(&mut t, op, now) {
+                    Ok(()) => {
+                        let reserved = matches!(op, Op::Reserve);
+                        prop_assert_eq!(t.lease_seq, before.lease_seq + u64::from(reserved));
+                        if matches!(op, Op::Release) {
+                            prop_assert_eq!(t.status, TaskStatus::Queued);
+                            prop_assert_eq!(t.attempts + 1, before.attempts);
+                        }
+                    }
+                    Err(_) => prop_assert_eq!(&t, &before),
+                }
+                prop_assert!(t.attempts <= t.max_attempts, "{:?}", t);
+                prop_assert_eq!(t.status == TaskStatus::Running, t.lease_expires_at.is_some());
+            }
+        }
     }
 }

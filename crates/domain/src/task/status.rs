@@ -41,6 +41,9 @@ pub enum TaskEvent {
     LeaseExpiredRetry,
     /// The lease ran out and no attempts remain.
     LeaseExpiredDead,
+    /// The lease holder hands the task back unfinished (e.g. a worker shutting down): ready
+    /// again at once, the interrupted attempt not counted.
+    Release,
     /// Someone cancels it.
     Cancel,
     /// A dead or cancelled task is put back in the queue by hand.
@@ -106,7 +109,7 @@ impl TaskStatus {
             (S::Running, E::Complete) => S::Succeeded,
             (S::Running, E::FailRetry) => S::Failed,
             (S::Running, E::FailDead | E::LeaseExpiredDead) => S::Dead,
-            (S::Running, E::LeaseExpiredRetry) => S::Queued,
+            (S::Running, E::LeaseExpiredRetry | E::Release) => S::Queued,
             (S::Scheduled | S::Queued | S::Running | S::Failed, E::Cancel) => S::Cancelled,
             (S::Dead | S::Cancelled, E::Requeue) => S::Queued,
             (from, event) => return Err(TransitionError { from, event }),
@@ -126,7 +129,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const EVENTS: [TaskEvent; 10] = [
+    const EVENTS: [TaskEvent; 11] = [
         TaskEvent::Due,
         TaskEvent::Reserve,
         TaskEvent::Heartbeat,
@@ -135,6 +138,7 @@ mod tests {
         TaskEvent::FailDead,
         TaskEvent::LeaseExpiredRetry,
         TaskEvent::LeaseExpiredDead,
+        TaskEvent::Release,
         TaskEvent::Cancel,
         TaskEvent::Requeue,
     ];
@@ -148,7 +152,8 @@ mod tests {
 
     proptest! {
         /// Any event sequence keeps the machine's invariants: only running tasks take worker
-        /// events, succeeded is final, and a finished task only leaves through requeue.
+        /// events, a release always puts the task back in the queue, succeeded is final, and
+        /// a finished task only leaves through requeue.
         #[test]
         fn invariants_hold(seq in proptest::collection::vec(0usize..EVENTS.len(), 0..60)) {
             let mut s = TaskStatus::Scheduled;
@@ -156,8 +161,11 @@ mod tests {
                 let e = EVENTS[i];
                 match s.apply(e) {
                     Ok(next) => {
-                        if matches!(e, TaskEvent::Heartbeat | TaskEvent::Complete | TaskEvent::FailRetry | TaskEvent::FailDead) {
+                        if matches!(e, TaskEvent::Heartbeat | TaskEvent::Complete | TaskEvent::FailRetry | TaskEvent::FailDead | TaskEvent::Release) {
                             prop_assert_eq!(s, TaskStatus::Running);
+                        }
+                        if e == TaskEvent::Release {
+                            prop_assert_eq!(next, TaskStatus::Queued);
                         }
                         if s.is_finished() {
                             prop_assert_eq!(e, TaskEvent::Requeue);

@@ -6,6 +6,7 @@
 //!
 //! Decision recorded here: a second `complete` with the same token (or any call with the
 //! token of a finished task) is `LeaseLost` — the lease ended with the first completion.
+//! Likewise a released token is dead for every later call, `release` included.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -415,6 +416,237 @@ pub async fn retry_never_is_dead_at_once(factory: Factory) {
     assert_eq!(dead.last_error.as_deref(), Some("poison"));
     assert!(take(&fx, &q, LONG).await.is_none());
     assert_eq!(stats(&fx, &q).await.dead, 1);
+}
+
+/// A released task is ready again at once with the interrupted attempt not counted; the
+/// released token is dead and the next reservation gets a greater one.
+pub async fn release_returns_task_without_counting_the_attempt(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("release");
+    let t = put(
+        &fx,
+        &q,
+        spec(1).max_attempts(MaxAttempts::new(3).expect("valid")),
+    )
+    .await;
+    let worker = WorkerId::parse("worker-r").expect("valid worker");
+    let first = fx
+        .queue
+        .reserve(
+            std::slice::from_ref(&q),
+            ReserveOptions::new(LONG).worker(worker.clone()),
+        )
+        .await
+        .expect("reserve")
+        .expect("a ready task");
+    assert_eq!(first.task.attempts, 1);
+
+    let released = fx
+        .queue
+        .release(&q, t.id, first.token, "worker shutting down")
+        .await
+        .expect("the holder releases");
+    assert_eq!(released.id, t.id);
+    assert_eq!(released.status, TaskStatus::Queued);
+    assert_eq!(
+        released.attempts, 0,
+        "the interrupted attempt does not count"
+    );
+    assert_eq!(released.lease_expires_at, None, "the lease is revoked");
+    assert_eq!(
+        released.last_error.as_deref(),
+        Some("released: worker shutting down")
+    );
+    assert!(released.finished_at.is_none(), "a released task is live");
+    assert_eq!(released.started_at, first.task.started_at);
+    assert_eq!(released.worker, Some(worker));
+    assert_eq!(
+        get(&fx, &q, t.id).await,
+        released,
+        "get reads what release wrote"
+    );
+    let s = stats(&fx, &q).await;
+    assert_eq!((s.queued, s.running, s.scheduled), (1, 0, 0));
+    assert!(s.oldest_waiting_ms.is_some(), "it is waiting again");
+
+    let second = take_some(&fx, &q, LONG).await;
+    assert_eq!(second.task.id, t.id, "reservable again at once");
+    assert_eq!(second.task.attempts, 1, "the first counted attempt");
+    assert!(second.token > first.token, "fencing tokens only grow");
+    assert_lease_lost(
+        fx.queue.complete(&q, t.id, first.token, None).await,
+        "complete with the released token",
+    );
+    assert_lease_lost(
+        fx.queue.heartbeat(&q, t.id, first.token, LONG).await,
+        "heartbeat with the released token",
+    );
+    assert_lease_lost(
+        fx.queue.release(&q, t.id, first.token, "twice").await,
+        "release with the released token",
+    );
+    let done = fx
+        .queue
+        .complete(&q, t.id, second.token, None)
+        .await
+        .expect("the new holder completes");
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.attempts, 1);
+}
+
+/// Only the live lease releases: an expired token (reclaimed with its attempt counted), an
+/// older token after redelivery and a made-up token are all `LeaseLost`, and change nothing.
+pub async fn release_with_stale_token_is_lease_lost(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("release-stale");
+    let t = put(&fx, &q, spec(1)).await;
+    let old = take_some(&fx, &q, ms(200)).await;
+    fx.clock.advance(ms(600)).await;
+    assert_lease_lost(
+        fx.queue.release(&q, t.id, old.token, "too late").await,
+        "release after the lease ran out",
+    );
+    let reclaimed = get(&fx, &q, t.id).await;
+    assert_eq!(
+        reclaimed.status,
+        TaskStatus::Queued,
+        "reclaimed, not released"
+    );
+    assert_eq!(reclaimed.attempts, 1, "a reclaimed attempt counts");
+    assert!(
+        !reclaimed
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("released")),
+        "the expiry is the last error: {reclaimed:?}"
+    );
+
+    let new = take_some(&fx, &q, LONG).await;
+    assert_eq!(new.task.attempts, 2);
+    assert_lease_lost(
+        fx.queue.release(&q, t.id, old.token, "stale").await,
+        "release with the pre-redelivery token",
+    );
+    assert_lease_lost(
+        fx.queue
+            .release(&q, t.id, LeaseToken::new(new.token.get() + 1), "made up")
+            .await,
+        "release with a made-up token",
+    );
+    let still = get(&fx, &q, t.id).await;
+    assert_eq!(still.status, TaskStatus::Running, "the holder keeps it");
+    assert_eq!(still.attempts, 2);
+    assert_eq!(still.lease_expires_at, Some(new.expires_at));
+
+    fx.queue
+        .complete(&q, t.id, new.token, None)
+        .await
+        .expect("complete");
+    assert_lease_lost(
+        fx.queue
+            .release(&q, t.id, new.token, "after complete")
+            .await,
+        "release of a finished task",
+    );
+    assert_eq!(get(&fx, &q, t.id).await.status, TaskStatus::Succeeded);
+}
+
+/// A release on the last allowed attempt does not kill the task: it is delivered again, as
+/// often as it is released; a counted attempt is still the last one.
+pub async fn release_on_last_attempt_does_not_kill_the_task(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("release-last");
+    let t = put(
+        &fx,
+        &q,
+        spec(1).max_attempts(MaxAttempts::new(1).expect("valid")),
+    )
+    .await;
+    let mut last = None::<LeaseToken>;
+    for _ in 0..3 {
+        let lease = take_some(&fx, &q, LONG).await;
+        assert_eq!(lease.task.id, t.id);
+        assert_eq!(lease.task.attempts, 1);
+        assert!(last.is_none_or(|prev| lease.token > prev));
+        last = Some(lease.token);
+        let released = fx
+            .queue
+            .release(&q, t.id, lease.token, "shutdown")
+            .await
+            .expect("release");
+        assert_eq!(released.status, TaskStatus::Queued);
+        assert_eq!(released.attempts, 0);
+    }
+    assert_eq!(stats(&fx, &q).await.dead, 0);
+
+    let lease = take_some(&fx, &q, LONG).await;
+    let dead = fx
+        .queue
+        .fail(&q, t.id, lease.token, failure("real", Retry::Backoff))
+        .await
+        .expect("fail");
+    assert_eq!(
+        dead.status,
+        TaskStatus::Dead,
+        "the counted attempt was the last"
+    );
+    assert_eq!(dead.attempts, 1);
+}
+
+/// A released task goes behind the tasks already ready at its priority, and ahead of lower
+/// priorities.
+pub async fn released_task_goes_behind_ready_tasks_of_its_priority(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("release-order");
+    let first = put(&fx, &q, spec(1)).await;
+    let second = put(&fx, &q, spec(2)).await;
+    let low = put(&fx, &q, spec(3).priority(Priority::MIN)).await;
+    let lease = take_some(&fx, &q, LONG).await;
+    assert_eq!(lease.task.id, first.id);
+    fx.queue
+        .release(&q, first.id, lease.token, "back")
+        .await
+        .expect("release");
+    assert_eq!(drain(&fx, &q, 3).await, vec![second.id, first.id, low.id]);
+}
+
+/// A waiting reserver is woken by a release, well before its wait runs out.
+pub async fn release_wakes_a_waiting_reserver(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("release-wake");
+    let t = put(&fx, &q, spec(1)).await;
+    let held = take_some(&fx, &q, LONG).await;
+    let wait = Duration::from_secs(1);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let store = fx.queue.clone();
+    let qs = q.clone();
+    let reserver = tokio::spawn(async move {
+        let _ = started_tx.send(());
+        store
+            .reserve(
+                std::slice::from_ref(&qs),
+                ReserveOptions::new(LONG).wait(wait),
+            )
+            .await
+    });
+    started_rx.await.expect("reserver started");
+    fx.queue
+        .release(&q, t.id, held.token, "handing over")
+        .await
+        .expect("release");
+    let lease = reserver
+        .await
+        .expect("reserver task")
+        .expect("reserve")
+        .expect("woken with the released task");
+    assert_eq!(lease.task.id, t.id);
+    assert_eq!(lease.task.attempts, 1);
+    let held_since = held.task.started_at.expect("started_at");
+    let started = lease.task.started_at.expect("started_at");
+    assert!(
+        started < held_since.saturating_add(wait),
+        "woken by the release, not by the end of the wait"
+    );
 }
 
 /// Cancelling a queued or scheduled task finishes it; it is never delivered.
@@ -898,6 +1130,12 @@ pub async fn oversized_input_is_invalid(factory: Factory) {
             .await,
         "error over the limit",
     );
+    assert_invalid(
+        fx.queue
+            .release(&q, t.id, lease.token, &"r".repeat(17))
+            .await,
+        "release reason over the limit",
+    );
     assert_eq!(
         get(&fx, &q, t.id).await.status,
         TaskStatus::Running,
@@ -933,6 +1171,7 @@ pub async fn unknown_task(factory: Factory) {
         "fail",
     );
     assert_not_found(fx.queue.heartbeat(&q, id, token, LONG).await, "heartbeat");
+    assert_not_found(fx.queue.release(&q, id, token, "x").await, "release");
     assert_not_found(fx.queue.cancel(&q, id).await, "cancel");
     assert_not_found(fx.queue.requeue(&q, id).await, "requeue");
     assert_not_found(
@@ -1010,6 +1249,117 @@ pub async fn finished_tasks_expire_after_retention(factory: Factory) {
     assert_eq!((s.succeeded, s.cancelled, s.queued), (0, 0, 1));
 }
 
+/// A task enqueued with a given ID is stored, listed and reserved under exactly that ID; the
+/// ID scopes to its queue, and the store still stamps its own `enqueued_at`.
+pub async fn given_id_is_kept(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("given-id");
+    // Made "long ago" on purpose: the ID's time says nothing about when the store accepted it.
+    let id = TaskId::from_parts(Timestamp::from_millis(1_600_000_000_000), 0x5eed_0001);
+    let created = put(&fx, &q, spec(1).id(id)).await;
+    assert_eq!(created.id, id);
+    assert_eq!(created.status, TaskStatus::Queued);
+    assert!(
+        created.enqueued_at > id.created(),
+        "enqueued_at is the store's clock, not the ID's"
+    );
+    assert_eq!(get(&fx, &q, id).await, created);
+
+    let delayed_id = TaskId::from_parts(Timestamp::from_millis(1_600_000_000_000), 0x5eed_0002);
+    let delayed = put(
+        &fx,
+        &q,
+        spec(2)
+            .id(delayed_id)
+            .schedule(Schedule::After(Duration::from_secs(60))),
+    )
+    .await;
+    assert_eq!(
+        (delayed.id, delayed.status),
+        (delayed_id, TaskStatus::Scheduled)
+    );
+
+    let lease = take_some(&fx, &q, LONG).await;
+    assert_eq!(lease.task.id, id, "reserved under its given ID");
+    fx.queue
+        .complete(&q, id, lease.token, Some(json!("done")))
+        .await
+        .expect("complete by the given ID");
+    assert_eq!(get(&fx, &q, id).await.status, TaskStatus::Succeeded);
+
+    // The same ID in another queue is another task.
+    let other = queue("given-id-other");
+    let elsewhere = put(&fx, &other, spec(3).id(id)).await;
+    assert_eq!(elsewhere.id, id);
+    assert_eq!(elsewhere.payload, json!({ "n": 3 }));
+    assert_eq!(get(&fx, &q, id).await.status, TaskStatus::Succeeded);
+}
+
+/// Enqueueing again with an ID that names a task of the queue — live or finished, until its
+/// retention ends — adds nothing and returns that task; the ID check comes before the
+/// unique-key check.
+pub async fn enqueue_with_given_id_is_idempotent(factory: Factory) {
+    let fx = factory(StoreLimits {
+        finished_retention: ms(500),
+        ..StoreLimits::default()
+    })
+    .await;
+    let q = queue("given-id-again");
+    let id = TaskId::from_parts(Timestamp::from_millis(1_700_000_000_000), 0x1d_0001);
+    let key = UniqueKey::parse("doc-7").expect("valid key");
+    let first = put(&fx, &q, spec(1).id(id).unique_key(key.clone())).await;
+
+    // A retry of the same enqueue (even with another payload or key) is a duplicate.
+    for again in [
+        spec(2).id(id),
+        spec(3)
+            .id(id)
+            .unique_key(UniqueKey::parse("doc-8").expect("valid key")),
+    ] {
+        let dup = fx.queue.enqueue(&q, again).await.expect("enqueue");
+        let Enqueued::Duplicate(existing) = dup else {
+            panic!("expected Duplicate, got {dup:?}");
+        };
+        assert_eq!(existing.id, id);
+        assert_eq!(existing.payload, json!({ "n": 1 }), "nothing was replaced");
+    }
+    assert_eq!(stats(&fx, &q).await.queued, 1, "nothing was added");
+
+    // A new ID whose unique key is held by a live task: that task, and the new ID unused.
+    let fresh_id = TaskId::from_parts(Timestamp::from_millis(1_700_000_000_000), 0x1d_0002);
+    let dup = fx
+        .queue
+        .enqueue(&q, spec(4).id(fresh_id).unique_key(key.clone()))
+        .await
+        .expect("enqueue");
+    assert!(
+        matches!(&dup, Enqueued::Duplicate(t) if t.id == first.id),
+        "the unique key still deduplicates: {dup:?}"
+    );
+    assert_eq!(fx.queue.get(&q, fresh_id).await.expect("get"), None);
+
+    // Finished tasks still hold their ID for the retention.
+    let lease = take_some(&fx, &q, LONG).await;
+    fx.queue
+        .complete(&q, id, lease.token, None)
+        .await
+        .expect("complete");
+    let dup = fx.queue.enqueue(&q, spec(5).id(id)).await.expect("enqueue");
+    assert!(
+        matches!(&dup, Enqueued::Duplicate(t) if t.id == id && t.status == TaskStatus::Succeeded),
+        "a finished task still holds its ID: {dup:?}"
+    );
+    let s = stats(&fx, &q).await;
+    assert_eq!((s.queued, s.succeeded), (0, 1), "nothing was added");
+    assert!(take(&fx, &q, LONG).await.is_none(), "nothing to run twice");
+
+    // After the retention the ID is free again.
+    fx.clock.advance(ms(1_000)).await;
+    assert_eq!(fx.queue.get(&q, id).await.expect("get"), None);
+    let again = put(&fx, &q, spec(6).id(id)).await;
+    assert_eq!((again.id, again.payload), (id, json!({ "n": 6 })));
+}
+
 /// Lists this group's tests for [`crate::conformance_suite!`].
 #[doc(hidden)]
 #[macro_export]
@@ -1032,6 +1382,11 @@ macro_rules! __conformance_queue {
                 max_attempts_sends_to_dead_letter,
                 expired_lease_on_last_attempt_is_dead,
                 retry_never_is_dead_at_once,
+                release_returns_task_without_counting_the_attempt,
+                release_with_stale_token_is_lease_lost,
+                release_on_last_attempt_does_not_kill_the_task,
+                released_task_goes_behind_ready_tasks_of_its_priority,
+                release_wakes_a_waiting_reserver,
                 cancel_waiting_tasks,
                 cancel_running_task_revokes_lease,
                 cancel_finished_task_conflicts,
@@ -1049,6 +1404,8 @@ macro_rules! __conformance_queue {
                 unknown_task,
                 invalid_reserve_options,
                 finished_tasks_expire_after_retention,
+                given_id_is_kept,
+                enqueue_with_given_id_is_idempotent,
             ]
         );
     };

@@ -1,0 +1,157 @@
+//! The router of the HTTP contract and [`serve`].
+
+use std::any::Any;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use super::middleware::{
+    AuthLayer, ClientIpLayer, CorrelationLayer, HttpMetricsLayer, RateLimitLayer,
+};
+use super::routes::{cache, health, metrics, operations, queues};
+use super::{sse, ApiError, AppState};
+
+/// `X-User-ID`: the user of per-user limits, believed only while no API key is configured.
+pub static USER_HEADER: HeaderName = HeaderName::from_static("x-user-id");
+
+async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.options().request_timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => queues::timeout_error().into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    ApiError::internal(format!("handler panicked: {message}")).into_response()
+}
+
+/// Every endpoint of the HTTP contract with spool's middleware:
+///
+/// - on everything: correlation ID, client IP, request tracing, HTTP metrics, panics as 500,
+///   the body limit (413), JSON 404 / 405 answers;
+/// - on `/v1/...`: API-key auth (when keys are configured), rate limiting, and the request
+///   timeout (except the reserve long-poll, which waits `wait_ms` plus the timeout, and SSE
+///   streams).
+///
+/// `/health/*` and `/metrics` need no key and are not rate limited. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` (as [`serve`] does) so client IPs
+/// are known.
+pub fn router(state: AppState) -> Router {
+    let options = state.options().clone();
+    let timed = Router::new()
+        .route(
+            "/v1/projects/{project}/cache/{key}",
+            put(cache::put).get(cache::get).delete(cache::delete),
+        )
+        .route(
+            "/v1/projects/{project}/cache/invalidate",
+            post(cache::invalidate)
+                .put(cache::put_invalidate_key)
+                .get(cache::get_invalidate_key)
+                .delete(cache::delete_invalidate_key),
+        )
+        .route("/v1/queues", get(queues::stats))
+        .route("/v1/queues/{queue}/tasks", post(queues::enqueue))
+        .route(
+            "/v1/queues/{queue}/tasks/{id}",
+            get(queues::get).delete(queues::cancel),
+        )
+        .route(
+            "/v1/queues/{queue}/tasks/{id}/heartbeat",
+            post(queues::heartbeat),
+        )
+        .route(
+            "/v1/queues/{queue}/tasks/{id}/complete",
+            post(queues::complete),
+        )
+        .route("/v1/queues/{queue}/tasks/{id}/fail", post(queues::fail))
+        .route("/v1/operations", post(operations::start))
+        .route("/v1/operations/{id}", get(operations::get))
+        .route("/v1/operations/{id}/progress", post(operations::progress))
+        .route_layer(from_fn_with_state(state.clone(), request_timeout));
+    let untimed = Router::new()
+        .route("/v1/queues/{queue}/reserve", post(queues::reserve))
+        .route("/v1/operations/{id}/events", get(sse::events));
+
+    let mut limit =
+        RateLimitLayer::new(state.spool().limiter().clone()).metrics(state.metrics().clone());
+    if options.api_keys.is_empty() {
+        limit = limit.user_header(USER_HEADER.clone());
+    }
+    let v1 = timed
+        .merge(untimed)
+        .route_layer(limit)
+        .route_layer(AuthLayer::new(options.api_keys.clone()));
+
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(options.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(HttpMetricsLayer::new(state.metrics().clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|_: &Request| tracing::Span::current())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(ClientIpLayer::new(options.trusted_proxies.clone()))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
+        .layer(CorrelationLayer::new())
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes, then stops accepting, ends
+/// open SSE streams and waits for in-flight requests.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown_token();
+    let app = router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        token.cancel();
+    })
+    .await
+}

@@ -1,0 +1,123 @@
+//! The `spool` binary, run as a process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn spool() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_spool"));
+    // A clean environment for settings: nothing inherited can change the outcome.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("SPOOL_") || k.starts_with("OTEL_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn version_and_help() {
+    let out = spool().arg("--version").output().expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim(), format!("spool {}", env!("CARGO_PKG_VERSION")));
+    let out = spool().arg("--help").output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "worker", "bench"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_api_keys() {
+    let out = spool()
+        .arg("serve")
+        .env("SPOOL_HTTP_ADDR", "0.0.0.0:0")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");
+    assert!(err.contains("api_keys"), "{err}");
+}
+
+#[test]
+fn bench_is_not_there_yet() {
+    let out = spool().arg("bench").output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("issue 6"));
+}
+
+#[test]
+fn bad_settings_are_named() {
+    let out = spool()
+        .arg("serve")
+        .env("SPOOL_BACKEND", "cassandra")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backend"), "{err}");
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("writes");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("reads");
+    out
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_answers_and_stops_gracefully_on_sigterm() {
+    let mut child = spool()
+        .arg("serve")
+        .env("SPOOL_HTTP_ADDR", "127.0.0.1:0")
+        .env("SPOOL_TELEMETRY__LOG_FILTER", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server logs its address before anything else ends")
+            .expect("readable log");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
+        }
+    };
+    let live = get(&addr, "/health/live");
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    assert!(
+        live.to_ascii_lowercase().contains("x-correlation-id:"),
+        "{live}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "{exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("spool serve stopped")),
+        "{rest:?}"
+    );
+}
