@@ -6,10 +6,14 @@
 //! | [`on_both_backends!`] | instantiates `async fn name(backend: Backend)` tests once per backend |
 //! | [`SseReader`] | a streaming `text/event-stream` parser over a real HTTP response |
 //! | [`prometheus`] | a strict parser of the Prometheus text exposition format, and `promtool` when it is installed |
+//! | [`fault_proxy`] | a TCP proxy that injects latency, black holes, cuts and resets between a client and Redis |
+//! | [`chaos`] | crash-safety support: the worker's record log, killing processes with SIGKILL |
 //!
 //! Redis comes from `spool_adapter_redis::testing` (`SPOOL_TEST_REDIS_URL`, or a spawned
 //! `redis-server`); every server gets a fresh random key prefix, so tests run in parallel.
 
+pub mod chaos;
+pub mod fault_proxy;
 pub mod prometheus;
 mod server;
 mod sse;

@@ -113,6 +113,9 @@
 //!   as a replica) fails the write as `Unavailable` after the timeout — **the write itself is
 //!   still applied on the primary**, so a retried `enqueue` may create a duplicate unless the
 //!   task has a unique key. [`AckShortfall::Warn`] logs instead and keeps writes available;
+//! - right after a replica (re)synchronises, its primary may already list it as online while
+//!   the first `WAIT` still times out (seen on Redis 7.0): expect a shortfall or two whenever
+//!   a replica (re)joins;
 //! - `WAIT` blocks its connection (shared by concurrent calls of that pool client) for up to
 //!   the timeout when replicas are missing: keep the timeout short;
 //! - it is not consensus: a partition can still lose an acknowledged write (Redis's own

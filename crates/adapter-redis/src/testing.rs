@@ -23,8 +23,9 @@
 //!    nodes on free loopback ports (client and bus port), each in its own temporary directory
 //!    without persistence, joined by `redis-cli --cluster create --cluster-replicas 1` into
 //!    3 primaries + 3 replicas, and ready once every node reports `cluster_state:ok` and every
-//!    primary has an in-sync replica (bounded polling). The nodes run under the same watchdog
-//!    as [`RedisServer`], so they stop when the test process ends, however it ends.
+//!    primary has a replica that acknowledges writes (`WAIT`; bounded polling). The nodes run
+//!    under the same watchdog as [`RedisServer`], so they stop when the test process ends,
+//!    however it ends.
 //!
 //! Tests that kill or restart nodes spawn a cluster of their own with
 //! [`RedisCluster::spawn_with`].
@@ -522,7 +523,9 @@ impl RedisCluster {
 
     /// Waits until every node answers and reports `cluster_state:ok` with all 16384 slots
     /// served, there are three primaries, and every primary has a replica whose link is up
-    /// and in sync (`state=online`). Polls every 50 ms, at most `within`.
+    /// and in sync (`state=online`) and that acknowledges a probe write (`SET` with a 1 s TTL
+    /// on a harness key outside any test prefix, then `WAIT 1`). Polls every 50 ms, at most
+    /// `within`.
     ///
     /// # Errors
     /// With the last thing that was not ready.
@@ -560,6 +563,7 @@ impl RedisCluster {
                 if links.is_empty() || links.iter().any(|l| !l.contains("state=online")) {
                     return Err(format!("primary {port}: replica not in sync: {links:?}"));
                 }
+                self.replica_acknowledges(port, &mut con)?;
             } else if !replication
                 .lines()
                 .any(|l| l.trim() == "master_link_status:up")
@@ -569,6 +573,48 @@ impl RedisCluster {
         }
         if primaries != 3 {
             return Err(format!("{primaries} primaries instead of 3"));
+        }
+        Ok(())
+    }
+}
+
+impl RedisCluster {
+    /// A write on `primary` that `WAIT 1` sees acknowledged: right after a replica (re)syncs,
+    /// `INFO` already says `state=online` while the first `WAIT` can still time out.
+    fn replica_acknowledges(
+        &self,
+        primary: u16,
+        con: &mut redis::Connection,
+    ) -> Result<(), String> {
+        let nodes = self.nodes_seen_by(primary)?;
+        let own = nodes
+            .iter()
+            .find(|n| n.port == primary && n.primary)
+            .map(|n| n.slots.clone())
+            .unwrap_or_default();
+        let key = (0..1_000_000)
+            .map(|i| format!("spool-harness:ack-probe:{i}"))
+            .find(|k| {
+                let slot = key_slot(k);
+                own.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+            .ok_or_else(|| format!("primary {primary} serves no slot"))?;
+        redis::cmd("SET")
+            .arg(&key)
+            .arg("1")
+            .arg("PX")
+            .arg(1000)
+            .exec(con)
+            .map_err(|e| format!("probe write on {primary}: {e}"))?;
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(200)
+            .query(con)
+            .map_err(|e| format!("WAIT on {primary}: {e}"))?;
+        if acked < 1 {
+            return Err(format!(
+                "primary {primary}: the replica does not acknowledge writes yet"
+            ));
         }
         Ok(())
     }

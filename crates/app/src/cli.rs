@@ -10,6 +10,7 @@
 //!
 //! Every setting also comes from `SPOOL_*` environment variables (see [`crate::config`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, ConfigError, HttpConfig};
 use crate::http::{serve, AppState, HttpOptions};
 use crate::telemetry::{self, Telemetry, TelemetryError};
-use crate::worker::{register_examples, shutdown_signal};
+use crate::worker::register_examples;
 use crate::{Spool, WiringError};
 
 /// `spool`: cache, rate limiter, task queues and progress tracking over HTTP.
@@ -86,6 +87,9 @@ pub enum CliError {
     /// The server failed.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
+    /// The signal handlers cannot be installed.
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signal(#[source] std::io::Error),
     /// `spool bench` could not run or finish.
     #[error(transparent)]
     Bench(#[from] crate::bench::BenchError),
@@ -112,6 +116,30 @@ pub fn check_bind(http: &HttpConfig) -> Result<(), CliError> {
         return Err(CliError::InsecureBind { addr: http.addr });
     }
     Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C. The handlers are installed by this call, before the
+/// process announces that it is ready, so a signal sent right after that is never lost.
+///
+/// # Errors
+/// [`CliError::Signal`] when a handler cannot be installed.
+pub fn shutdown_trigger() -> Result<impl Future<Output = ()> + Send + 'static, CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(CliError::Signal)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("Ctrl-C received"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(crate::worker::shutdown_signal())
+    }
 }
 
 fn load(path: Option<&Path>) -> Result<(Config, Telemetry), CliError> {
@@ -156,6 +184,7 @@ async fn run_serve(path: Option<&Path>) -> Result<(), CliError> {
         .await
         .map_err(|source| CliError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
+    let shutdown = shutdown_trigger()?;
     tracing::info!(
         addr = %local,
         backend = spool.backend(),
@@ -163,7 +192,7 @@ async fn run_serve(path: Option<&Path>) -> Result<(), CliError> {
         "spool serve listening on http://{local}"
     );
     let state = AppState::new(spool, telemetry.metrics().clone(), options);
-    let served = serve(listener, state, shutdown_signal()).await;
+    let served = serve(listener, state, shutdown).await;
     tracing::info!("spool serve stopped");
     telemetry.shutdown();
     served.map_err(CliError::Serve)
@@ -173,12 +202,13 @@ async fn run_worker(path: Option<&Path>) -> Result<(), CliError> {
     let (config, telemetry) = load(path)?;
     let spool = Spool::from_config(&config).await?;
     let runtime = register_examples(spool.worker()).build();
+    let shutdown = shutdown_trigger()?;
     tracing::info!(
         backend = spool.backend(),
         worker_id = %runtime.worker_id(),
         "spool worker running the example handlers; Ctrl-C or SIGTERM drains and stops"
     );
-    let report = runtime.run_until(shutdown_signal()).await;
+    let report = runtime.run_until(shutdown).await;
     tracing::info!(?report, "spool worker stopped");
     telemetry.shutdown();
     Ok(())

@@ -44,13 +44,6 @@ fn serve_refuses_a_public_address_without_api_keys() {
 }
 
 #[test]
-fn bench_is_not_there_yet() {
-    let out = spool().arg("bench").output().expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("issue 6"));
-}
-
-#[test]
 fn bad_settings_are_named() {
     let out = spool()
         .arg("serve")
@@ -118,6 +111,40 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(
         rest.iter().any(|l| l.contains("spool serve stopped")),
+        "{rest:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn worker_runs_until_sigterm_then_drains() {
+    let mut child = spool()
+        .arg("worker")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("the worker logs that it runs")
+            .expect("readable log");
+        if line.contains("spool worker running the example handlers") {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "{exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("spool worker stopped")),
         "{rest:?}"
     );
 }

@@ -39,7 +39,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub ops: Option<u64>,
     /// Concurrency levels (closed-loop clients), comma-separated.
-    #[arg(long, value_name = "N,N", value_delimiter = ',', default_value = "1,64")]
+    #[arg(
+        long,
+        value_name = "N,N",
+        value_delimiter = ',',
+        default_value = "1,64"
+    )]
     pub concurrency: Vec<usize>,
     /// Tasks enqueued and then drained by the worker runtime in `queue.e2e`.
     #[arg(long, value_name = "N", default_value_t = 50_000)]
@@ -248,8 +253,12 @@ mod tests {
         let e = parse(&["--duration", "1s", "--ops", "5"]).unwrap_err();
         assert!(e.contains("--ops") || e.contains("--duration"), "{e}");
         assert!(parse(&["--ops", "0"]).unwrap_err().contains("at least 1"));
-        assert!(parse(&["--duration", "1ms"]).unwrap_err().contains("outside"));
-        assert!(parse(&["--concurrency", "0"]).unwrap_err().contains("outside"));
+        assert!(parse(&["--duration", "1ms"])
+            .unwrap_err()
+            .contains("outside"));
+        assert!(parse(&["--concurrency", "0"])
+            .unwrap_err()
+            .contains("outside"));
         assert!(parse(&["--concurrency", "1,x"]).is_err());
         assert!(parse(&["--e2e-tasks", "0"]).unwrap_err().contains("e2e"));
         let e = parse(&["--only", "cache.gett"]).unwrap_err();

@@ -115,3 +115,84 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         results,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn tiny(backend: BenchBackend, redis_url: String) -> BenchOptions {
+        BenchOptions {
+            backend,
+            redis_url,
+            budget: Budget::Ops(30),
+            concurrency: vec![1, 3],
+            e2e_tasks: 40,
+            ..BenchOptions::defaults()
+        }
+    }
+
+    fn check_shape(report: &Report, with_raw: bool) {
+        let expected: Vec<(String, usize)> = Op::ALL
+            .iter()
+            .flat_map(|op| {
+                let levels = if *op == Op::QueueE2e {
+                    vec![16]
+                } else {
+                    vec![1, 3]
+                };
+                levels.into_iter().map(|c| (op.name().to_owned(), c))
+            })
+            .collect();
+        let got: Vec<(String, usize)> = report
+            .results
+            .iter()
+            .map(|r| (r.op.clone(), r.concurrency))
+            .collect();
+        assert_eq!(got, expected);
+        for r in &report.results {
+            assert!(r.ops_per_sec > 0.0, "{r:?}");
+            assert!(r.p50_us > 0.0 && r.p50_us <= r.p99_us, "{r:?}");
+            let raw = with_raw && r.op != "queue.e2e";
+            assert_eq!(r.raw_op.is_some(), raw, "{r:?}");
+            assert_eq!(r.raw_ops_per_sec.is_some(), raw, "{r:?}");
+            assert_eq!(r.raw_p50_us.is_some(), raw, "{r:?}");
+            assert_eq!(r.raw_p99_us.is_some(), raw, "{r:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_operation_runs_on_memory() {
+        let report = run(&tiny(BenchBackend::Memory, String::new()))
+            .await
+            .unwrap();
+        assert_eq!(report.backend, "memory");
+        assert_eq!(report.server, None);
+        check_shape(&report, false);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_operation_runs_on_redis_next_to_the_raw_client() {
+        let url = spool_adapter_redis::testing::redis_url();
+        let report = run(&tiny(BenchBackend::Redis, url)).await.unwrap();
+        assert_eq!(report.backend, "redis");
+        assert!(
+            report
+                .server
+                .as_deref()
+                .is_some_and(|s| s.starts_with("redis ")),
+            "{:?}",
+            report.server
+        );
+        check_shape(&report, true);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_a_setup_error() {
+        let mut o = tiny(BenchBackend::Redis, "redis://127.0.0.1:1".into());
+        o.ops = vec![Op::CacheGet];
+        let e = run(&o).await.unwrap_err();
+        assert!(matches!(e, BenchError::Setup(_)), "{e}");
+    }
+}

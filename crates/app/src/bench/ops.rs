@@ -157,11 +157,8 @@ pub(crate) struct Fixture {
     requests: Vec<RateLimitRequest>,
     operations: Vec<OperationId>,
     pub(crate) kind: TaskKind,
-    /// Ready tasks (spool) / list entries (raw) per concurrency level, for
-    /// `queue.reserve_complete`.
-    stock: parking_lot::Mutex<Vec<(usize, Arc<AtomicU64>, Arc<AtomicU64>)>>,
-    /// Most enqueues one round managed per concurrency level (sizes the top-ups).
-    enqueue_pace: parking_lot::Mutex<Vec<(usize, u64)>>,
+    /// Per concurrency level: queued entries and the enqueue pace.
+    stock: Vec<(usize, Stock)>,
     /// The queue of `queue.enqueue` / `queue.reserve_complete` per concurrency level.
     queues: Vec<(usize, QueueName)>,
     /// The queue of `queue.e2e`.
@@ -209,8 +206,8 @@ impl Fixture {
             ),
             BenchBackend::Redis => {
                 let tail = ulid::Ulid::new().to_string().to_ascii_lowercase();
-                let prefix = KeyPrefix::parse(format!("spool-bench-{}", &tail[10..]))
-                    .map_err(setup)?;
+                let prefix =
+                    KeyPrefix::parse(format!("spool-bench-{}", &tail[10..])).map_err(setup)?;
                 let config = RedisConfig::new(options.redis_url.clone())
                     .prefix(prefix)
                     .limits(limits.clone());
@@ -256,7 +253,13 @@ impl Fixture {
                     lists: options
                         .concurrency
                         .iter()
-                        .map(|c| (*c, format!("{p}:raw:list:{c}"), format!("{p}:raw:taken:{c}")))
+                        .map(|c| {
+                            (
+                                *c,
+                                format!("{p}:raw:list:{c}"),
+                                format!("{p}:raw:taken:{c}"),
+                            )
+                        })
                         .collect(),
                     value: Bytes::new(),
                     event: Bytes::new(),
@@ -334,9 +337,7 @@ impl Fixture {
                 message: None,
             };
             let event = progress.start(spec).await.map_err(setup)?;
-            snapshot = serde_json::to_vec(&event.operation)
-                .map_err(setup)?
-                .into();
+            snapshot = serde_json::to_vec(&event.operation).map_err(setup)?.into();
             operations.push(event.operation.id);
         }
         cache
@@ -375,8 +376,11 @@ impl Fixture {
             requests,
             operations,
             kind: TaskKind::parse("noop").map_err(setup)?,
-            stock: parking_lot::Mutex::new(Vec::new()),
-            enqueue_pace: parking_lot::Mutex::new(Vec::new()),
+            stock: options
+                .concurrency
+                .iter()
+                .map(|&c| (c, Stock::default()))
+                .collect(),
             queues: options
                 .concurrency
                 .iter()
@@ -405,15 +409,13 @@ impl Fixture {
             .ok_or_else(|| BenchError::Setup(format!("no queue for concurrency {c}")))
     }
 
-    /// The (spool, raw) counts of queued entries at concurrency `c`.
-    fn stock(&self, c: usize) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
-        let mut s = self.stock.lock();
-        if let Some((_, a, b)) = s.iter().find(|(k, _, _)| *k == c) {
-            return (Arc::clone(a), Arc::clone(b));
-        }
-        let (a, b) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        s.push((c, Arc::clone(&a), Arc::clone(&b)));
-        (a, b)
+    /// The queued entries and enqueue pace at concurrency `c`.
+    fn stock(&self, c: usize) -> Result<&Stock, BenchError> {
+        self.stock
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map(|(_, s)| s)
+            .ok_or_else(|| BenchError::Setup(format!("no queue for concurrency {c}")))
     }
 
     /// Deletes the raw keys by name and drains tasks still queued; errors are only reported
@@ -423,13 +425,13 @@ impl Fixture {
         for q in all {
             let queues = std::slice::from_ref(q);
             loop {
-                match self
-                    .queue
-                    .reserve(queues, ReserveOptions::new(LEASE))
-                    .await
-                {
+                match self.queue.reserve(queues, ReserveOptions::new(LEASE)).await {
                     Ok(Some(l)) => {
-                        if let Err(e) = self.queue.complete(&queues[0], l.task.id, l.token, None).await {
+                        if let Err(e) = self
+                            .queue
+                            .complete(&queues[0], l.task.id, l.token, None)
+                            .await
+                        {
                             eprintln!("spool bench: cleanup of {}: {e}", queues[0]);
                             break;
                         }
@@ -582,12 +584,7 @@ impl Fixture {
                     Op::QueueReserveComplete => {
                         let (list, taken) = raw.list(c)?;
                         let v: Option<Bytes> = pool
-                            .lmove(
-                                list,
-                                taken,
-                                LMoveDirection::Right,
-                                LMoveDirection::Left,
-                            )
+                            .lmove(list, taken, LMoveDirection::Right, LMoveDirection::Left)
                             .await
                             .map_err(|e| err(&e))?;
                         let Some(v) = v else {
@@ -603,7 +600,10 @@ impl Fixture {
                             false,
                             ("MAXLEN", "=", 1000),
                             "*",
-                            vec![("k", Bytes::from_static(b"progress")), ("o", raw.event.clone())],
+                            vec![
+                                ("k", Bytes::from_static(b"progress")),
+                                ("o", raw.event.clone()),
+                            ],
                         )
                         .await
                         .map_err(|e| err(&e))?;
@@ -618,11 +618,8 @@ impl Fixture {
     /// Keeps at least `want` entries queued for `queue.reserve_complete` at concurrency `c`
     /// (unmeasured enqueues at concurrency 64).
     async fn top_up(self: &Arc<Self>, side: Side, c: usize, want: u64) -> Result<(), BenchError> {
-        let (spool, raw) = self.stock(c);
-        let have = match side {
-            Side::Spool => spool.load(Ordering::Relaxed),
-            Side::Raw => raw.load(Ordering::Relaxed),
-        };
+        let count = self.stock(c)?.count(side);
+        let have = count.load(Ordering::Relaxed);
         if have >= want {
             return Ok(());
         }
@@ -633,27 +630,26 @@ impl Fixture {
             async move { me.call(side, Op::QueueEnqueue, c, client, n).await }
         })
         .await?;
-        match side {
-            Side::Spool => spool.fetch_add(missing, Ordering::Relaxed),
-            Side::Raw => raw.fetch_add(missing, Ordering::Relaxed),
-        };
+        count.fetch_add(missing, Ordering::Relaxed);
         Ok(())
     }
+}
 
-    fn note_pace(&self, c: usize, calls: u64) {
-        let mut pace = self.enqueue_pace.lock();
-        match pace.iter_mut().find(|(k, _)| *k == c) {
-            Some((_, p)) => *p = (*p).max(calls),
-            None => pace.push((c, calls)),
+/// Entries queued for `queue.reserve_complete` at one concurrency level, per side, and the
+/// most enqueues one round managed there (sizes the top-ups).
+#[derive(Debug, Default)]
+struct Stock {
+    spool: AtomicU64,
+    raw: AtomicU64,
+    pace: AtomicU64,
+}
+
+impl Stock {
+    fn count(&self, side: Side) -> &AtomicU64 {
+        match side {
+            Side::Spool => &self.spool,
+            Side::Raw => &self.raw,
         }
-    }
-
-    fn pace(&self, c: usize) -> u64 {
-        self.enqueue_pace
-            .lock()
-            .iter()
-            .find(|(k, _)| *k == c)
-            .map_or(0, |(_, p)| *p)
     }
 }
 
@@ -672,7 +668,7 @@ async fn round(
         let want = match stop {
             Stop::Calls(n) => n,
             Stop::After(d) => {
-                let pace = fixture.pace(c);
+                let pace = fixture.stock(c)?.pace.load(Ordering::Relaxed);
                 if pace > 0 {
                     pace.saturating_mul(2)
                 } else {
@@ -689,20 +685,18 @@ async fn round(
         async move { f.call(side, op, c, client, n).await }
     })
     .await?;
-    let (spool_stock, raw_stock) = fixture.stock(c);
-    let stock = match side {
-        Side::Spool => spool_stock,
-        Side::Raw => raw_stock,
-    };
+    let stock = fixture.stock(c)?;
     match op {
         Op::QueueEnqueue => {
-            stock.fetch_add(m.calls, Ordering::Relaxed);
-            fixture.note_pace(c, m.calls);
+            stock.count(side).fetch_add(m.calls, Ordering::Relaxed);
+            stock.pace.fetch_max(m.calls, Ordering::Relaxed);
         }
         Op::QueueReserveComplete => {
-            let _ = stock.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                Some(s.saturating_sub(m.calls))
-            });
+            let _ = stock
+                .count(side)
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                    Some(s.saturating_sub(m.calls))
+                });
         }
         _ => {}
     }

@@ -158,7 +158,16 @@ impl Report {
         let _ = writeln!(
             s,
             "{:<24} {:>5} {:>12} {:>10} {:>10}   {:<20} {:>12} {:>10} {:>10} {:>8}",
-            "op", "conc", "ops/s", "p50 us", "p99 us", "raw op", "raw ops/s", "raw p50", "raw p99", "p50 x"
+            "op",
+            "conc",
+            "ops/s",
+            "p50 us",
+            "p99 us",
+            "raw op",
+            "raw ops/s",
+            "raw p50",
+            "raw p99",
+            "p50 x"
         );
         for r in &self.results {
             let opt = |v: Option<f64>, prec: usize| {

@@ -155,3 +155,79 @@ pub async fn serve(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use spool_adapter_memory::TokioClock;
+    use spool_domain::limits::StoreLimits;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::http::HttpOptions;
+    use crate::telemetry::Metrics;
+    use crate::{memory_backends, Spool};
+
+    fn state(timeout: Duration) -> AppState {
+        let backends = memory_backends(&StoreLimits::default(), Arc::new(TokioClock::new()));
+        let config = Config::default();
+        let spool = Spool::from_backends(backends, &config).unwrap();
+        let mut options = HttpOptions::from_config(&config.http).unwrap();
+        options.request_timeout = timeout;
+        AppState::new(spool, Metrics::new(), options)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_requests_time_out_with_the_error_body() {
+        let state = state(Duration::from_millis(50));
+        let app: Router = Router::new()
+            .route("/slow", get(std::future::pending::<&'static str>))
+            .route("/fast", get(|| async { "ok" }))
+            .route_layer(from_fn_with_state(state.clone(), request_timeout))
+            .with_state(state);
+        let res = app
+            .clone()
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "timeout");
+        let res = app
+            .oneshot(Request::get("/fast").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn panics_become_internal_errors() {
+        let res = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("kaboom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(CatchPanicLayer::custom(panic_response))
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("kaboom"),
+            "the cause stays in the logs"
+        );
+    }
+}

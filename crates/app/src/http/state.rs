@@ -83,8 +83,10 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State over `spool`, recording into `metrics`, behaving per `options`.
+    /// State over `spool`, recording into `metrics` (which from now on also follows the
+    /// services' modes and breaker state), behaving per `options`.
     pub fn new(spool: Spool, metrics: Metrics, options: HttpOptions) -> Self {
+        spool.resilience().attach_metrics(&metrics);
         let sse = SseStreams::new(
             options.max_sse_streams,
             options.max_sse_streams_per_ip.max(1),

@@ -119,7 +119,8 @@ impl ResilientCache {
             return;
         }
         st.touched.insert(project.clone());
-        self.status.set_pending(Service::Cache, st.touched.len() as u64);
+        self.status
+            .set_pending(Service::Cache, st.touched.len() as u64);
     }
 
     /// Where a call about `projects` goes; a call on the fallback touches them (in the same

@@ -33,7 +33,11 @@ impl RetryPolicy {
     ///
     /// # Errors
     /// More than 10 retries, or `initial > max`.
-    pub fn new(max_retries: u32, initial: Duration, max: Duration) -> Result<Self, ValidationError> {
+    pub fn new(
+        max_retries: u32,
+        initial: Duration,
+        max: Duration,
+    ) -> Result<Self, ValidationError> {
         if max_retries > Self::MAX_RETRIES {
             return Err(ValidationError::new(
                 "retry max_retries",
@@ -62,7 +66,10 @@ pub(crate) struct BreakerCell {
 }
 
 impl BreakerCell {
-    pub(crate) fn new(config: BreakerConfig, clock: Arc<dyn Clock>) -> Result<Self, ValidationError> {
+    pub(crate) fn new(
+        config: BreakerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ValidationError> {
         Ok(Self {
             breaker: Mutex::new(CircuitBreaker::new(config)?),
             clock,
@@ -137,7 +144,11 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::Open { retry_after } => {
-                write!(f, "circuit breaker open for {} ms more", retry_after.as_millis())
+                write!(
+                    f,
+                    "circuit breaker open for {} ms more",
+                    retry_after.as_millis()
+                )
             }
             CallError::Transient(e) => write!(f, "backend unavailable: {e}"),
             CallError::Permanent(e) => e.fmt(f),
@@ -313,9 +324,12 @@ mod tests {
             open_duration: Duration::from_secs(5),
             half_open_max_probes: 1,
         };
-        let retry =
-            RetryPolicy::new(retries, Duration::from_millis(10), Duration::from_millis(100))
-                .unwrap();
+        let retry = RetryPolicy::new(
+            retries,
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        )
+        .unwrap();
         Guard::new("test", config, retry, Arc::new(TokioClock::new()))
             .unwrap()
             .0
@@ -332,7 +346,11 @@ mod tests {
             })
             .await;
         assert!(matches!(r, Err(CallError::Transient(_))), "{r:?}");
-        assert_eq!(calls.load(Ordering::SeqCst), 4, "the first attempt and 3 retries");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4,
+            "the first attempt and 3 retries"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -363,10 +381,17 @@ mod tests {
                     Err(PortError::invalid("thing", "bad"))
                 })
                 .await;
-            assert!(matches!(r, Err(CallError::Permanent(PortError::Invalid(_)))));
+            assert!(matches!(
+                r,
+                Err(CallError::Permanent(PortError::Invalid(_)))
+            ));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 5, "one attempt each");
-        assert_eq!(g.state(), BreakerState::Closed, "answers prove the backend is up");
+        assert_eq!(
+            g.state(),
+            BreakerState::Closed,
+            "answers prove the backend is up"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -406,7 +431,11 @@ mod tests {
             })
             .await;
         assert!(matches!(r, Err(CallError::Open { .. })), "{r:?}");
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "the breaker opened after two");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the breaker opened after two"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -439,9 +468,7 @@ mod tests {
     #[test]
     fn retry_policy_bounds() {
         assert!(RetryPolicy::new(11, Duration::ZERO, Duration::ZERO).is_err());
-        assert!(
-            RetryPolicy::new(1, Duration::from_secs(2), Duration::from_secs(1)).is_err()
-        );
+        assert!(RetryPolicy::new(1, Duration::from_secs(2), Duration::from_secs(1)).is_err());
         assert_eq!(RetryPolicy::none().max_retries, 0);
     }
 }

@@ -77,7 +77,8 @@ impl ResilientLimiter {
         cost: Cost,
         why: &CallError,
     ) -> Result<Decision, PortError> {
-        self.status.set_mode(Service::Limiter, ServiceMode::Fallback);
+        self.status
+            .set_mode(Service::Limiter, ServiceMode::Fallback);
         let modes: Vec<FailureMode> = checks.iter().map(|c| self.mode_of(c)).collect();
         let any_closed = modes.contains(&FailureMode::Closed);
         let local_checks: Vec<LimitCheck> = checks
@@ -90,10 +91,7 @@ impl ResilientLimiter {
             Vec::new()
         } else {
             let local_cost = if any_closed { Cost::PEEK } else { cost };
-            self.local
-                .check(&local_checks, local_cost)
-                .await?
-                .policies
+            self.local.check(&local_checks, local_cost).await?.policies
         }
         .into_iter();
         let closed_wait = match why {

@@ -147,7 +147,9 @@ impl ResilientProgress {
     ) -> Result<ProgressEvent, PortError> {
         let s = &self.shared;
         let Some(id) = spec.id.clone() else {
-            return Err(PortError::internal("an operation reached the fallback without an id"));
+            return Err(PortError::internal(
+                "an operation reached the fallback without an id",
+            ));
         };
         {
             let mut ops = s.ops.lock();
@@ -163,7 +165,10 @@ impl ResilientProgress {
                     source: Some(Box::new(why.into_port_error())),
                 });
             }
-            ops.insert(id.clone(), Arc::new(tokio::sync::Mutex::new(OpWhere::Local)));
+            ops.insert(
+                id.clone(),
+                Arc::new(tokio::sync::Mutex::new(OpWhere::Local)),
+            );
         }
         match s.local.start(spec).await {
             Ok(ev) => {

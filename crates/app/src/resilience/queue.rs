@@ -211,7 +211,9 @@ impl ResilientQueue {
         why: CallError,
     ) -> Result<Enqueued, PortError> {
         let Some(id) = spec.id else {
-            return Err(PortError::internal("a task reached the fallback without an id"));
+            return Err(PortError::internal(
+                "a task reached the fallback without an id",
+            ));
         };
         let key = (queue.clone(), id);
         let inserted = {
@@ -437,7 +439,10 @@ impl ResilientQueue {
                 );
                 let mut spec = spec.clone();
                 spec.unique_key = None;
-                out = self.guard.call(|| self.primary.enqueue(q, spec.clone())).await;
+                out = self
+                    .guard
+                    .call(|| self.primary.enqueue(q, spec.clone()))
+                    .await;
             }
         }
         match out {
@@ -603,10 +608,7 @@ impl QueueStore for ResilientQueue {
                     .ok_or_else(|| PortError::not_found(format!("task {task}")))
             }
             Some(_) => self.local.cancel(queue, task).await,
-            None => {
-                self.primary_only(|| self.primary.cancel(queue, task))
-                    .await
-            }
+            None => self.primary_only(|| self.primary.cancel(queue, task)).await,
         }
     }
 

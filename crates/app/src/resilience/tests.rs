@@ -20,20 +20,19 @@ use spool_domain::breaker::{BreakerConfig, BreakerState};
 use spool_domain::limit::{Algorithm, Cost, Decision, LimitCheck, Policy};
 use spool_domain::limits::StoreLimits;
 use spool_domain::names::{
-    CacheKey, OperationId, PolicyName, ProjectId, QueueName, ScopedKey, StepName, Subject,
-    TaskId, TaskKind,
+    CacheKey, OperationId, PolicyName, ProjectId, QueueName, ScopedKey, StepName, Subject, TaskId,
+    TaskKind,
 };
 use spool_domain::progress::{
-    EventId, EventKind, Operation, OperationSpec, ProgressEvent, ProgressUpdate, StepRef,
-    StepSpec,
+    EventId, EventKind, Operation, OperationSpec, ProgressEvent, ProgressUpdate, StepRef, StepSpec,
 };
 use spool_domain::task::{
     Failure, Lease, LeaseToken, QueueStats, Schedule, Task, TaskSpec, TaskStatus,
 };
 use spool_domain::Timestamp;
 use spool_ports::{
-    BackendHealth, CacheStore, Enqueued, EventStream, Health, PortError, ProgressStore,
-    QueueStore, RateLimitStore, ReserveOptions,
+    BackendHealth, CacheStore, Enqueued, EventStream, Health, PortError, ProgressStore, QueueStore,
+    RateLimitStore, ReserveOptions,
 };
 
 use super::*;
@@ -54,8 +53,12 @@ fn options(min_calls: u32, retries: u32) -> ResilienceOptions {
             open_duration: OPEN_FOR,
             half_open_max_probes: 1,
         },
-        retry: RetryPolicy::new(retries, Duration::from_millis(10), Duration::from_millis(40))
-            .unwrap(),
+        retry: RetryPolicy::new(
+            retries,
+            Duration::from_millis(10),
+            Duration::from_millis(40),
+        )
+        .unwrap(),
         ..ResilienceOptions::new(StoreLimits::default())
     }
 }
@@ -102,7 +105,10 @@ fn healthy() -> MockHealth {
 }
 
 fn key(project: &str, k: &str) -> ScopedKey {
-    ScopedKey::new(ProjectId::parse(project).unwrap(), CacheKey::parse(k).unwrap())
+    ScopedKey::new(
+        ProjectId::parse(project).unwrap(),
+        CacheKey::parse(k).unwrap(),
+    )
 }
 
 fn project(p: &str) -> ProjectId {
@@ -144,7 +150,11 @@ async fn retries_happen_only_for_transient_errors() {
         &options(100, 2),
     );
     let got = r.cache().get(&key("acme", "k")).await.unwrap();
-    assert_eq!(got.as_deref(), Some(&b"primary"[..]), "the third attempt answered");
+    assert_eq!(
+        got.as_deref(),
+        Some(&b"primary"[..]),
+        "the third attempt answered"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 3, "two retries");
 
     let err = r
@@ -152,10 +162,17 @@ async fn retries_happen_only_for_transient_errors() {
         .set(&key("acme", "k"), Bytes::from_static(b"v"), ttl())
         .await
         .unwrap_err();
-    assert!(matches!(err, PortError::Invalid(_)), "passed through: {err:?}");
+    assert!(
+        matches!(err, PortError::Invalid(_)),
+        "passed through: {err:?}"
+    );
     // set's `times(1)` proves it was not retried.
     assert_eq!(r.status().mode(Service::Cache), ServiceMode::Primary);
-    assert_eq!(r.guard().state(), BreakerState::Closed, "errors that are answers do not count");
+    assert_eq!(
+        r.guard().state(),
+        BreakerState::Closed,
+        "errors that are answers do not count"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -163,20 +180,23 @@ async fn after_the_configured_failures_the_breaker_opens_and_the_primary_is_not_
     let mut cache = MockCache::new();
     cache
         .expect_get()
-        .times(2)
+        .times(1)
         .returning(|_| Err(unavailable()));
+    let opts = ResilienceOptions {
+        failure_modes: modes(),
+        ..options(3, 0)
+    };
     let r = wrap(
         Ports {
             cache: Some(cache),
+            limiter: Some(failing_limiter(2)),
             ..Ports::default()
         },
-        &options(2, 0),
+        &opts,
     );
-    for _ in 0..2 {
-        assert_eq!(r.cache().get(&key("acme", "k")).await.unwrap(), None);
-    }
-    assert!(matches!(r.guard().state(), BreakerState::Open { .. }));
-    // The mock allows no more calls: all of these are served by the fallback.
+    // One failed cache read: the cache serves locally from then on, without asking the
+    // primary again, until a recovery.
+    assert_eq!(r.cache().get(&key("acme", "k")).await.unwrap(), None);
     r.cache()
         .set(&key("acme", "k"), Bytes::from_static(b"local"), ttl())
         .await
@@ -187,15 +207,36 @@ async fn after_the_configured_failures_the_breaker_opens_and_the_primary_is_not_
             Some(&b"local"[..])
         );
     }
+    assert_eq!(
+        r.guard().state(),
+        BreakerState::Closed,
+        "one failure of the three needed"
+    );
+
+    // Two more failures (the limiter still asks the primary each time) open the breaker...
+    let loc = rate_policy("loc", 100);
+    for _ in 0..2 {
+        assert!(check(&r, &[limit_check(&loc, 1)]).await.allowed);
+    }
+    assert!(matches!(r.guard().state(), BreakerState::Open { .. }));
+    // ...after which no service calls the primary: the mocks allow no more calls.
+    for _ in 0..5 {
+        assert!(check(&r, &[limit_check(&loc, 1)]).await.allowed);
+    }
     let snap = r.status().snapshot();
     assert!(snap.degraded);
     assert_eq!(snap.service(Service::Cache).mode, ServiceMode::Fallback);
+    assert_eq!(snap.service(Service::Limiter).mode, ServiceMode::Fallback);
     assert!(matches!(
         snap.service(Service::Cache).breaker,
         Some(BreakerState::Open { .. })
     ));
     assert_eq!(snap.service(Service::Queue).mode, ServiceMode::Primary);
-    assert_eq!(snap.service(Service::Cache).local_pending, 1, "acme is owed an invalidation");
+    assert_eq!(
+        snap.service(Service::Cache).local_pending,
+        1,
+        "acme is owed an invalidation"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -203,7 +244,7 @@ async fn a_successful_probe_invalidates_the_touched_projects_flushes_and_switche
     let mut cache = MockCache::new();
     cache
         .expect_set()
-        .times(2)
+        .times(1)
         .returning(|_, _, _| Err(unavailable()));
     let invalidated = Arc::new(Mutex::new(Vec::<String>::new()));
     let inv = Arc::clone(&invalidated);
@@ -229,10 +270,10 @@ async fn a_successful_probe_invalidates_the_touched_projects_flushes_and_switche
             health: Some(Arc::new(healthy())),
             ..Ports::default()
         },
-        &options(2, 0),
+        &options(1, 0),
     );
     let c = r.cache();
-    // Two failed writes open the breaker; both are kept locally.
+    // A failed write opens the breaker; it is kept locally, and so is the next one.
     c.set(&key("p1", "k"), Bytes::from_static(b"v1"), ttl())
         .await
         .unwrap();
@@ -242,7 +283,10 @@ async fn a_successful_probe_invalidates_the_touched_projects_flushes_and_switche
     // More changes during the outage, none reaching the primary.
     c.invalidate_project(&project("p3")).await.unwrap();
     assert!(!c.delete(&key("p4", "k")).await.unwrap());
-    assert_eq!(c.get(&key("p1", "k")).await.unwrap().as_deref(), Some(&b"v1"[..]));
+    assert_eq!(
+        c.get(&key("p1", "k")).await.unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
     assert_eq!(c.touched_projects(), 4);
 
     // Nothing recovers while the breaker is open (the health mock would answer).
@@ -255,7 +299,10 @@ async fn a_successful_probe_invalidates_the_touched_projects_flushes_and_switche
     let got: BTreeSet<String> = invalidated.lock().iter().cloned().collect();
     assert_eq!(
         got,
-        ["p1", "p2", "p3", "p4"].map(String::from).into_iter().collect(),
+        ["p1", "p2", "p3", "p4"]
+            .map(String::from)
+            .into_iter()
+            .collect(),
         "every touched project, once"
     );
     assert_eq!(c.mode(), ServiceMode::Primary);
@@ -263,7 +310,10 @@ async fn a_successful_probe_invalidates_the_touched_projects_flushes_and_switche
     assert_eq!(r.guard().state(), BreakerState::Closed);
 
     // Reads go to the primary again: the local value is never served.
-    assert_eq!(c.get(&key("p1", "k")).await.unwrap().as_deref(), Some(&b"fresh"[..]));
+    assert_eq!(
+        c.get(&key("p1", "k")).await.unwrap().as_deref(),
+        Some(&b"fresh"[..])
+    );
     // The next outage starts from an empty local cache.
     assert_eq!(c.get(&key("p1", "k")).await.unwrap(), None);
     assert_eq!(c.mode(), ServiceMode::Fallback);
@@ -358,7 +408,11 @@ async fn limiter_failure_modes_local_open_closed() {
         },
         &opts,
     );
-    let (loc, opn, cls) = (rate_policy("loc", 2), rate_policy("opn", 5), rate_policy("cls", 3));
+    let (loc, opn, cls) = (
+        rate_policy("loc", 2),
+        rate_policy("opn", 5),
+        rate_policy("cls", 3),
+    );
 
     // local: counted in process (the first call also opens the breaker).
     let d = check(&r, &[limit_check(&loc, 1)]).await;
@@ -380,10 +434,18 @@ async fn limiter_failure_modes_local_open_closed() {
     // closed: refused until the breaker may close.
     let d = check(&r, &[limit_check(&cls, 1)]).await;
     assert!(!d.allowed);
-    assert_eq!(d.retry_after, Some(OPEN_FOR), "the breaker's remaining open time");
+    assert_eq!(
+        d.retry_after,
+        Some(OPEN_FOR),
+        "the breaker's remaining open time"
+    );
     tokio::time::advance(Duration::from_millis(4_500)).await;
     let d = check(&r, &[limit_check(&cls, 1)]).await;
-    assert_eq!(d.retry_after, Some(MIN_CLOSED_RETRY_AFTER), "at least one second");
+    assert_eq!(
+        d.retry_after,
+        Some(MIN_CLOSED_RETRY_AFTER),
+        "at least one second"
+    );
 
     // closed + local: refused, and the local policy consumed nothing.
     let d = check(&r, &[limit_check(&loc, 2), limit_check(&cls, 2)]).await;
@@ -392,15 +454,15 @@ async fn limiter_failure_modes_local_open_closed() {
     assert_eq!(d.policies[0].policy.as_str(), "loc");
     assert_eq!(d.policies[0].remaining, 2, "peeked, not consumed");
     let d = check(&r, &[limit_check(&loc, 2)]).await;
-    assert_eq!(d.policies[0].remaining, 1, "the refused request took nothing");
+    assert_eq!(
+        d.policies[0].remaining, 1,
+        "the refused request took nothing"
+    );
 
     // local + open: all-or-nothing across the local ones, open ones always admit.
     let d = check(&r, &[limit_check(&opn, 3), limit_check(&loc, 3)]).await;
     assert!(d.allowed);
-    assert_eq!(
-        (d.policies[0].remaining, d.policies[1].remaining),
-        (5, 1)
-    );
+    assert_eq!((d.policies[0].remaining, d.policies[1].remaining), (5, 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -449,21 +511,24 @@ async fn every_enqueue_is_named_first_and_a_retry_reuses_the_name() {
     let ids = Arc::new(Mutex::new(Vec::<TaskId>::new()));
     let seen = Arc::clone(&ids);
     let mut queue = MockQueue::new();
-    queue.expect_enqueue().times(2).returning(move |queue, spec| {
-        let id = spec.id.expect("named before the call");
-        let mut seen = seen.lock();
-        seen.push(id);
-        if seen.len() == 1 {
-            Err(unavailable())
-        } else {
-            Ok(Enqueued::Created(Task::new(
-                id,
-                queue.clone(),
-                spec,
-                Timestamp::from_millis(1),
-            )))
-        }
-    });
+    queue
+        .expect_enqueue()
+        .times(2)
+        .returning(move |queue, spec| {
+            let id = spec.id.expect("named before the call");
+            let mut seen = seen.lock();
+            seen.push(id);
+            if seen.len() == 1 {
+                Err(unavailable())
+            } else {
+                Ok(Enqueued::Created(Task::new(
+                    id,
+                    queue.clone(),
+                    spec,
+                    Timestamp::from_millis(1),
+                )))
+            }
+        });
     let r = wrap(
         Ports {
             queue: Some(Arc::new(queue)),
@@ -515,12 +580,19 @@ async fn queue_calls_route_by_where_the_task_lives() {
     assert_eq!(r.status().mode(Service::Queue), ServiceMode::Fallback);
 
     // Served by the local queue first: the mock has no `reserve`, `heartbeat` or `get`.
-    let lease = rq.reserve(&[jobs.clone()], lease_for(1_000)).await.unwrap().unwrap();
+    let lease = rq
+        .reserve(std::slice::from_ref(&jobs), lease_for(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(lease.task.id, local.id);
     rq.heartbeat(&jobs, local.id, lease.token, Duration::from_secs(1))
         .await
         .unwrap();
-    let done = rq.complete(&jobs, local.id, lease.token, None).await.unwrap();
+    let done = rq
+        .complete(&jobs, local.id, lease.token, None)
+        .await
+        .unwrap();
     assert_eq!(done.status, TaskStatus::Succeeded);
     assert_eq!(
         rq.get(&jobs, local.id).await.unwrap().unwrap().status,
@@ -531,7 +603,10 @@ async fn queue_calls_route_by_where_the_task_lives() {
         .complete(&jobs, local.id, lease.token, None)
         .await
         .unwrap_err();
-    assert!(matches!(again, PortError::LeaseLost { .. }), "fenced: {again:?}");
+    assert!(
+        matches!(again, PortError::LeaseLost { .. }),
+        "fenced: {again:?}"
+    );
 
     // Any other task is the primary's: refused fast while the breaker is open...
     let other = TaskId::from_parts(Timestamp::from_millis(5), 5);
@@ -756,7 +831,9 @@ fn rig() -> Rig {
                 inner: Arc::clone(&progress),
                 sw: Arc::clone(&sw),
             })),
-            health: Some(Arc::new(FlakyHealth { sw: Arc::clone(&sw) })),
+            health: Some(Arc::new(FlakyHealth {
+                sw: Arc::clone(&sw),
+            })),
             ..Ports::default()
         },
         &options(1, 0),
@@ -800,7 +877,7 @@ async fn the_hand_over_moves_waiting_local_tasks_once_and_running_ones_finish_lo
     let ready = put(rq, &jobs, spec(3)).await;
     assert_eq!(rq.local_tasks(), 3);
     let lease = rq
-        .reserve(&[jobs.clone()], lease_for(600_000))
+        .reserve(std::slice::from_ref(&jobs), lease_for(600_000))
         .await
         .unwrap()
         .unwrap();
@@ -832,14 +909,18 @@ async fn the_hand_over_moves_waiting_local_tasks_once_and_running_ones_finish_lo
     let moved_later = rig.queue.get(&jobs, later.id).await.unwrap().unwrap();
     assert_eq!(moved_later.status, TaskStatus::Scheduled);
     assert_eq!(moved_later.scheduled_for, later.scheduled_for);
-    assert_eq!(rig.queue.get(&jobs, running.id).await.unwrap(), None, "still local");
+    assert_eq!(
+        rig.queue.get(&jobs, running.id).await.unwrap(),
+        None,
+        "still local"
+    );
     // Reads follow: the wrapper answers from the primary (same record).
     assert_eq!(rq.get(&jobs, ready.id).await.unwrap().unwrap(), moved_ready);
 
     // Another pass adds nothing.
     let again = rig.r.recover().await;
     assert_eq!(again.queue.map(|h| h.handed_over), Some(0));
-    let stats = rig.queue.stats(&[jobs.clone()]).await.unwrap();
+    let stats = rig.queue.stats(std::slice::from_ref(&jobs)).await.unwrap();
     assert_eq!((stats[0].queued, stats[0].scheduled), (1, 1));
 
     // The running local task finishes locally, once.
@@ -855,18 +936,18 @@ async fn the_hand_over_moves_waiting_local_tasks_once_and_running_ones_finish_lo
 
     // Workers now get the handed-over task from the primary, exactly once.
     let l = rq
-        .reserve(&[jobs.clone()], lease_for(1_000))
+        .reserve(std::slice::from_ref(&jobs), lease_for(1_000))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(l.task.id, ready.id);
     rq.complete(&jobs, ready.id, l.token, None).await.unwrap();
     assert!(rq
-        .reserve(&[jobs.clone()], lease_for(1_000))
+        .reserve(std::slice::from_ref(&jobs), lease_for(1_000))
         .await
         .unwrap()
         .is_none());
-    let stats = rq.stats(&[jobs.clone()]).await.unwrap();
+    let stats = rq.stats(std::slice::from_ref(&jobs)).await.unwrap();
     assert_eq!(
         (stats[0].queued, stats[0].scheduled, stats[0].succeeded),
         (0, 1, 2),
@@ -897,7 +978,7 @@ async fn an_interrupted_hand_over_resumes_without_loss_or_duplicates() {
     tokio::time::advance(OPEN_FOR).await;
     let rec = rig.r.recover().await;
     assert_eq!(rec.queue.map(|h| h.handed_over), Some(2), "{rec:?}");
-    let stats = rig.queue.stats(&[jobs.clone()]).await.unwrap();
+    let stats = rig.queue.stats(std::slice::from_ref(&jobs)).await.unwrap();
     assert_eq!(stats[0].queued, 2, "each task once");
     for t in [&a, &b] {
         let p = rig.queue.get(&jobs, t.id).await.unwrap().unwrap();
@@ -914,7 +995,7 @@ async fn a_local_retry_is_handed_over_with_the_attempts_it_has_left() {
     rig.sw.set_down(true);
     let t = put(rq, &jobs, spec(1)).await;
     let lease = rq
-        .reserve(&[jobs.clone()], lease_for(1_000))
+        .reserve(std::slice::from_ref(&jobs), lease_for(1_000))
         .await
         .unwrap()
         .unwrap();
@@ -936,8 +1017,15 @@ async fn a_local_retry_is_handed_over_with_the_attempts_it_has_left() {
     rig.r.recover().await;
     let moved = rig.queue.get(&jobs, t.id).await.unwrap().unwrap();
     assert_eq!(moved.status, TaskStatus::Scheduled);
-    assert_eq!(moved.scheduled_for, failed.scheduled_for, "due when its retry was");
-    assert_eq!(moved.max_attempts, t.max_attempts - 1, "the spent attempt counts");
+    assert_eq!(
+        moved.scheduled_for, failed.scheduled_for,
+        "due when its retry was"
+    );
+    assert_eq!(
+        moved.max_attempts,
+        t.max_attempts - 1,
+        "the spent attempt counts"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1012,9 +1100,15 @@ async fn operations_started_during_an_outage_continue_on_the_primary_with_their_
     let first = next(&mut sub).await;
     assert_eq!(first.kind, EventKind::Snapshot);
     // The primary's own operation cannot be updated while it is down.
-    let err = rp.update(&old.operation.id, step(0, 1.0)).await.unwrap_err();
+    let err = rp
+        .update(&old.operation.id, step(0, 1.0))
+        .await
+        .unwrap_err();
     assert!(err.is_transient(), "{err:?}");
-    assert_eq!(rig.r.status().mode(Service::Progress), ServiceMode::Fallback);
+    assert_eq!(
+        rig.r.status().mode(Service::Progress),
+        ServiceMode::Fallback
+    );
 
     rig.back_up().await;
     let rec = rig.r.recover().await;
@@ -1063,7 +1157,10 @@ async fn a_start_retried_after_a_lost_reply_returns_the_first_event() {
     assert_eq!(ev.kind, EventKind::Snapshot);
     assert_eq!(r.progress().local_operations(), 0, "not started locally");
     let stored = store.get(&ev.operation.id).await.unwrap().unwrap();
-    assert_eq!(stored, ev.operation, "the answer is the primary's first event");
+    assert_eq!(
+        stored, ev.operation,
+        "the answer is the primary's first event"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1072,7 +1169,10 @@ async fn a_start_retried_after_a_lost_reply_returns_the_first_event() {
 #[tokio::test(start_paused = true)]
 async fn the_status_is_recorded_into_attached_metrics() {
     let mut cache = MockCache::new();
-    cache.expect_get().times(1).returning(|_| Err(unavailable()));
+    cache
+        .expect_get()
+        .times(1)
+        .returning(|_| Err(unavailable()));
     let r = wrap(
         Ports {
             cache: Some(cache),
@@ -1089,10 +1189,20 @@ async fn the_status_is_recorded_into_attached_metrics() {
     let services = metrics.services();
     assert_eq!(services["cache"].mode, ServiceMode::Fallback);
     assert_eq!(services["queue"].mode, ServiceMode::Primary);
-    assert_eq!(services["queue"].breaker, Some("open"), "one breaker for the backend");
+    assert_eq!(
+        services["queue"].breaker,
+        Some("open"),
+        "one breaker for the backend"
+    );
     let text = metrics.render().unwrap();
-    assert!(text.contains(r#"spool_degraded{service="cache"} 1"#), "{text}");
-    assert!(text.contains(r#"spool_breaker_state{breaker="cache"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"spool_degraded{service="cache"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"spool_breaker_state{breaker="cache"} 2"#),
+        "{text}"
+    );
 
     tokio::time::advance(OPEN_FOR).await;
     r.status().publish();

@@ -373,10 +373,16 @@ impl WorkerRuntime {
 }
 
 /// Reserves tasks of one queue while a concurrency slot is free, until stopped.
+///
+/// While the queue has work, every free slot reserves at once without waiting (the calls
+/// overlap on the connections instead of queueing behind each other, and each task still
+/// gets its own lease and fencing token); once a reservation comes back empty the lane waits
+/// with one long-polling reservation until work arrives.
 async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
     let slots = Arc::new(Semaphore::new(lane.concurrency));
     let queues = [lane.queue.clone()];
     let mut failures: u32 = 0;
+    let mut busy = true;
     loop {
         let permit = tokio::select! {
             biased;
@@ -386,28 +392,47 @@ async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
                 Err(_) => break,
             },
         };
-        let opts = ReserveOptions::new(lane.lease)
-            .wait(shared.reserve_wait)
-            .worker(shared.worker_id.clone());
-        let reserved = tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break,
-            r = shared.queue.reserve(&queues, opts) => r,
-        };
-        match reserved {
-            Ok(Some(lease)) => {
-                failures = 0;
-                let received = Instant::now();
-                shared.tracker.spawn(process(
-                    Arc::clone(&shared),
-                    lane.clone(),
-                    lease,
-                    received,
-                    permit,
-                ));
+        let opts = ReserveOptions::new(lane.lease).worker(shared.worker_id.clone());
+        let mut error = None;
+        if busy {
+            let mut permits = vec![permit];
+            while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
+                permits.push(p);
             }
-            Ok(None) => failures = 0,
-            Err(e) => {
+            // Not raced against `stop`: none of these waits, and every lease obtained is run
+            // (or released by the drain) like any other.
+            let reserved = futures::future::join_all(
+                permits
+                    .iter()
+                    .map(|_| shared.queue.reserve(&queues, opts.clone())),
+            )
+            .await;
+            for (permit, r) in permits.into_iter().zip(reserved) {
+                match r {
+                    Ok(Some(lease)) => spawn_process(&shared, &lane, lease, permit),
+                    Ok(None) => busy = false,
+                    Err(e) => error = Some(e),
+                }
+            }
+        } else {
+            let reserved = tokio::select! {
+                biased;
+                () = shared.stop.cancelled() => break,
+                r = shared.queue.reserve(&queues, opts.wait(shared.reserve_wait)) => r,
+            };
+            match reserved {
+                Ok(Some(lease)) => {
+                    busy = true;
+                    spawn_process(&shared, &lane, lease, permit);
+                }
+                Ok(None) => {}
+                Err(e) => error = Some(e),
+            }
+        }
+        match error {
+            None => failures = 0,
+            Some(e) => {
+                busy = false;
                 failures = failures.saturating_add(1);
                 let pause =
                     Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5));
@@ -419,6 +444,17 @@ async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
             }
         }
     }
+}
+
+fn spawn_process(shared: &Arc<Shared>, lane: &Lane, lease: Lease, permit: OwnedSemaphorePermit) {
+    let received = Instant::now();
+    shared.tracker.spawn(process(
+        Arc::clone(shared),
+        lane.clone(),
+        lease,
+        received,
+        permit,
+    ));
 }
 
 /// Runs one reserved task and reports its outcome.

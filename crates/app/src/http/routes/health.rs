@@ -12,6 +12,10 @@ use spool_domain::time::duration_millis;
 use crate::http::AppState;
 use crate::telemetry::ServiceMode;
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// `GET /health/live`: the process is up.
 pub(crate) async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -22,15 +26,20 @@ pub(crate) async fn live() -> Json<serde_json::Value> {
 struct ServiceView {
     /// `primary`, `fallback`, or `unavailable` (backend down and no fallback).
     mode: &'static str,
-    /// The service's breaker state, when it has one.
+    /// The backend breaker's state, when the service has one (`closed`, `open`,
+    /// `half_open`).
     #[serde(skip_serializing_if = "Option::is_none")]
     breaker: Option<&'static str>,
+    /// Work held locally that the backend has not received yet (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    local_pending: u64,
 }
 
 /// The `/health/ready` body.
 #[derive(Debug, Serialize)]
 struct Ready {
-    /// `ok` when the backend answers and every service runs on it; else `degraded`.
+    /// `ok` when the backend answers, every service runs on it and nothing is waiting to be
+    /// handed over; else `degraded`.
     status: &'static str,
     /// `memory` or `redis`.
     backend: &'static str,
@@ -71,13 +80,12 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
         ),
     };
     let backend_ok = error.is_none();
+    let snapshot = state.spool().resilience().snapshot();
     let mut services = BTreeMap::new();
-    let mut any_fallback = false;
     let mut any_serving = false;
-    for (name, s) in state.metrics().services() {
+    for s in &snapshot.services {
         let mode = match s.mode {
             ServiceMode::Fallback => {
-                any_fallback = true;
                 any_serving = true;
                 "fallback"
             }
@@ -88,15 +96,16 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
             ServiceMode::Primary => "unavailable",
         };
         services.insert(
-            name,
+            s.name().to_owned(),
             ServiceView {
                 mode,
-                breaker: s.breaker,
+                breaker: s.breaker.as_ref().map(|b| b.name()),
+                local_pending: s.local_pending,
             },
         );
     }
     let body = Ready {
-        status: if backend_ok && !any_fallback {
+        status: if backend_ok && !snapshot.degraded {
             "ok"
         } else {
             "degraded"
@@ -130,31 +139,37 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::http::{router, HttpOptions};
+    use crate::resilience::Service;
     use crate::services::mocks::{unavailable, MockHealth};
     use crate::telemetry::Metrics;
     use crate::{memory_backends, Spool};
 
-    async fn ready_with(metrics: &Metrics) -> (StatusCode, serde_json::Value) {
+    async fn ready_with(fallback: Option<Service>) -> (StatusCode, serde_json::Value) {
         let mut backends = memory_backends(&StoreLimits::default(), Arc::new(TokioClock::new()));
         let mut health = MockHealth::new();
         health.expect_check().returning(|| Err(unavailable()));
         backends.health = Arc::new(health);
         let config = Config::default();
         let spool = Spool::from_backends(backends, &config).unwrap();
+        if let Some(service) = fallback {
+            spool.resilience().set_mode(service, ServiceMode::Fallback);
+        }
         let options = HttpOptions::from_config(&config.http).unwrap();
-        let app = router(AppState::new(spool, metrics.clone(), options));
+        let app = router(AppState::new(spool, Metrics::new(), options));
         let res = app
             .oneshot(Request::get("/health/ready").body(Body::empty()).unwrap())
             .await
             .unwrap();
         let status = res.status();
-        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
         (status, serde_json::from_slice(&body).unwrap())
     }
 
     #[tokio::test]
     async fn a_down_backend_without_fallback_cannot_serve() {
-        let (status, body) = ready_with(&Metrics::new()).await;
+        let (status, body) = ready_with(None).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["status"], "degraded");
         assert_eq!(body["latency_ms"], serde_json::Value::Null);
@@ -166,19 +181,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_service_on_its_fallback_keeps_the_server_ready_but_degraded() {
-        let metrics = Metrics::new();
-        metrics.set_service_mode("cache", ServiceMode::Fallback);
-        metrics.set_breaker_state(
-            "cache",
-            &spool_domain::breaker::BreakerState::Open {
-                until: spool_domain::Timestamp::from_millis(1),
-            },
-        );
-        let (status, body) = ready_with(&metrics).await;
+        let (status, body) = ready_with(Some(Service::Cache)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["status"], "degraded");
         assert_eq!(body["services"]["cache"]["mode"], "fallback");
-        assert_eq!(body["services"]["cache"]["breaker"], "open");
         assert_eq!(body["services"]["queue"]["mode"], "unavailable");
     }
 }
