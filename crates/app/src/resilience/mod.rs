@@ -24,10 +24,11 @@
 //! primary goes through [`Guard::call`]:
 //!
 //! - breaker open → the primary is **not called**; the call fails fast to the fallback;
-//! - a transient error ([`PortError::is_transient`]: unreachable, timed out) counts as a
-//!   breaker failure and is retried (`[resilience.retry]`: `max_retries`, then delays doubling
-//!   from `initial` up to `max`, each drawn uniformly from `[0, delay]` — full jitter) while
-//!   the breaker still admits; when retries run out the fallback serves the call;
+//! - a transient error ([`is_transient`](spool_ports::PortError::is_transient): unreachable,
+//!   timed out) counts as a breaker failure and is retried (`[resilience.retry]`:
+//!   `max_retries`, then delays doubling from `initial` up to `max`, each drawn uniformly from
+//!   `[0, delay]` — full jitter) while the breaker still admits; when retries run out the
+//!   fallback serves the call;
 //! - any other error (`Invalid`, `NotFound`, `Conflict`, `LeaseLost`, ...) proves the backend
 //!   answered: it goes back to the caller untouched, is never retried and does not count;
 //! - a success counts as one; enough half-open successes close the breaker.
@@ -35,8 +36,11 @@
 //! # Degradation per service
 //!
 //! **Cache.** While the primary is unavailable every call is served by a local
-//! [`MemoryCache`](spool_adapter_memory::MemoryCache) that starts empty at each outage. Reads
-//! never mix: one read goes either to the primary or to the fallback. Projects written,
+//! [`MemoryCache`](spool_adapter_memory::MemoryCache) that starts empty at each outage: the
+//! first call that finds the primary unavailable (breaker open, or transient failures after
+//! the retries) switches the whole cache to the fallback, and it stays there until the
+//! recovery below. Reads never mix: one read goes either to the primary or to the fallback,
+//! and no read in between alternates between the two. Projects written,
 //! deleted from or invalidated during the outage are remembered (at most
 //! [`cache::DEFAULT_MAX_TOUCHED_PROJECTS`]; the primary cannot be enumerated without a scan,
 //! so past the bound the extra projects are not remembered, a warning is logged, and their
