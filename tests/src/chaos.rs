@@ -1,5 +1,6 @@
 //! Crash-safety support: the record log each worker process of the crash-safety test writes
-//! (`tests/src/bin/crash_worker.rs`), and killing processes with `SIGKILL`.
+//! (`tests/src/bin/crash_worker.rs`), and signalling processes (`SIGKILL`, `SIGSTOP`,
+//! `SIGCONT`).
 //!
 //! ## The record log
 //!
@@ -156,14 +157,22 @@ pub fn parse_log(text: &str) -> Vec<Record> {
 /// # Errors
 /// When `kill` cannot be run or refuses.
 pub fn sigkill(pid: u32) -> Result<(), String> {
+    signal(pid, "KILL")
+}
+
+/// Sends the signal `name` (`KILL`, `STOP`, `CONT`, ...) to `pid` with `kill(1)`.
+///
+/// # Errors
+/// When `kill` cannot be run or refuses (e.g. the process is gone).
+pub fn signal(pid: u32, name: &str) -> Result<(), String> {
     let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .map_err(|e| format!("cannot run kill: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("kill -KILL {pid} failed: {status}"))
+        Err(format!("kill -{name} {pid} failed: {status}"))
     }
 }
 

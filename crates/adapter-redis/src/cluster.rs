@@ -91,7 +91,7 @@
 //! | lost write | effect |
 //! |---|---|
 //! | `enqueue` | the task is gone although the caller got its id |
-//! | `complete` / `fail` / `cancel` / `requeue` | the task is back in its previous state; a running task's lease expires and it runs again (at-least-once holds; fencing still refuses the old lease) |
+//! | `complete` / `fail` / `release` / `cancel` / `requeue` | the task is back in its previous state; a running task's lease expires and it runs again (at-least-once holds; fencing still refuses the old lease) |
 //! | `reserve` / `heartbeat` | the task is delivered again / its lease ends earlier (at-least-once) |
 //! | cache `set` / `invalidate_project` | a miss / **a stale value may survive until its TTL** |
 //! | limiter check | up to the lost requests pass again within the window |
@@ -101,7 +101,7 @@
 //! `cluster-node-timeout`; those are lost when the partition heals.
 //!
 //! [`ReplicaAcks`] narrows the loss for the queue: after each successful `enqueue`,
-//! `complete`, `fail`, `cancel` and `requeue` the adapter sends `WAIT <replicas> <timeout>` on
+//! `complete`, `fail`, `release`, `cancel` and `requeue` the adapter sends `WAIT <replicas> <timeout>` on
 //! the connection that carried the write. With [`AckShortfall::Fail`] (the default) an `Ok`
 //! then means the write is on the primary and on that many replicas; failover promotes the
 //! most up-to-date replica, so an acknowledged task survives the loss of its primary (the

@@ -308,7 +308,7 @@ pub enum AckShortfall {
 }
 
 /// Durability for queue writes: after each acknowledged queue write (`enqueue`, `complete`,
-/// `fail`, `cancel`, `requeue`) the adapter sends `WAIT <replicas> <timeout>` on the same
+/// `fail`, `release`, `cancel`, `requeue`) the adapter sends `WAIT <replicas> <timeout>` on the same
 /// connection, so the call returns only once that many replicas have the write (or the
 /// timeout passed; see [`AckShortfall`]). See the crate docs, section *Redis Cluster*.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -76,8 +76,8 @@
 //! | progress | `subscribe` | 1 script (+1 `SUBSCRIBE` / `SSUBSCRIBE` for the first local subscriber), then 1 per wake-up |
 //! | health | `check` | 2 (`PING`, `INFO`); on a cluster 2 per primary, concurrently |
 //!
-//! With [`ReplicaAcks`], queue writes (`enqueue`, `complete`, `fail`, `cancel`, `requeue`)
-//! add one `WAIT`.
+//! With [`ReplicaAcks`], queue writes (`enqueue`, `complete`, `fail`, `release`, `cancel`,
+//! `requeue`) add one `WAIT`.
 //!
 //! ## Features
 //!

@@ -6,8 +6,8 @@
 //! 1. `SPOOL_TEST_REDIS_URL`, when set (the harness never flushes or reconfigures it);
 //! 2. a `redis-server` binary on `PATH`, spawned once per test process on a free loopback
 //!    port with its own temporary directory and no persistence, stopped when the process
-//!    exits (the server runs under a small shell watchdog that stops it when our end of its
-//!    stdin closes, even if the test process is killed);
+//!    exits (the server runs under a small shell watchdog that stops it — and removes its
+//!    directory — when our end of its stdin closes, even if the test process is killed);
 //! 3. otherwise it panics with how to get one (testcontainers is not used).
 //!
 //! Tests isolate themselves with [`unique_prefix`], so they run in parallel on one server.
@@ -114,7 +114,7 @@ impl RedisServer {
     /// the same port.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            drop(child.stdin.take()); // the watchdog stops redis-server
+            stop_watchdog(&mut child); // the watchdog stops redis-server, keeps the directory
             if !wait_exit(&mut child, Duration::from_secs(10)) {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -152,13 +152,16 @@ impl RedisServer {
     fn start_with(&mut self, binary: &Path) -> Result<(), String> {
         let port = self.port.to_string();
         let dir = self.dir.path().to_string_lossy().into_owned();
-        // `read` returns when our end of stdin closes (drop, or this process dying), then the
-        // watchdog stops the server.
-        let watchdog = r#"bin="$1"; shift; "$bin" "$@" & rs=$!; read _ignored; kill "$rs" 2>/dev/null; wait "$rs""#;
+        // `read` returns when a line arrives ([`stop_watchdog`]) or our end of stdin closes
+        // (this process dying or exiting with the server still in a static); either way the
+        // watchdog stops the server. Only in the second case does it also remove the
+        // directory, which no `Drop` will remove then.
+        let watchdog = r#"dir="$1"; bin="$2"; shift 2; "$bin" "$@" & rs=$!; read _line; kept=$?; kill "$rs" 2>/dev/null; wait "$rs"; [ "$kept" = 0 ] || rm -rf "$dir""#;
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(watchdog)
             .arg("sh")
+            .arg(&dir)
             .arg(binary)
             .args([
                 "--port",
@@ -189,7 +192,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        drop(child.stdin.take());
+        stop_watchdog(&mut child);
         let _ = child.kill();
         let _ = child.wait();
         Err(format!("redis-server on port {port} did not answer PING"))
@@ -199,6 +202,14 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Tells the watchdog to stop the server and keep its directory (for a restart, or for the
+/// `TempDir` to remove).
+fn stop_watchdog(child: &mut Child) {
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"stop\n");
     }
 }
 

@@ -160,6 +160,20 @@ async fn cluster_failover_promotes_the_replica_resumes_and_keeps_acknowledged_ta
     // Phase 2: SIGKILL the primary; the cluster promotes the replica by itself.
     let killed_at = Instant::now();
     tokio::task::block_in_place(|| cluster.kill(primary)).unwrap();
+    // For the report only: when the replica itself says it is a primary.
+    let promoted = {
+        let mut con = cluster.connection(replica).unwrap();
+        std::thread::spawn(move || {
+            while killed_at.elapsed() < PHASE_TIMEOUT {
+                let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut con).unwrap();
+                if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                    return Some(killed_at.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        })
+    };
     let (lease, resumed, failures) = until_ok(killed_at, "reserve after failover", || {
         queue.reserve(
             std::slice::from_ref(&q),
@@ -167,9 +181,12 @@ async fn cluster_failover_promotes_the_replica_resumes_and_keeps_acknowledged_ta
         )
     })
     .await;
+    let promoted = promoted.join().unwrap().expect("the replica was promoted");
     eprintln!(
-        "failover: spool resumed {} ms after SIGKILL of primary {primary} ({failures} failed attempts)",
-        resumed.as_millis()
+        "failover: SIGKILL of primary {primary}; replica promoted after {} ms; spool resumed after {} ms ({} ms after the promotion, {failures} failed attempts)",
+        promoted.as_millis(),
+        resumed.as_millis(),
+        resumed.saturating_sub(promoted).as_millis()
     );
     let lease = lease.expect("the queue still holds the acknowledged tasks");
     assert!(acknowledged.contains(&lease.task.id));

@@ -37,6 +37,8 @@ const LEASE_MS: u64 = 2_000;
 const MAX_ATTEMPTS: u32 = 6;
 const WORKER_KILLS: usize = 12;
 const REDIS_RESTARTS: usize = 3;
+/// Workers frozen with SIGSTOP past their lease, then resumed: their late calls must be fenced.
+const WORKER_PAUSES: usize = 3;
 /// The whole test fails past this (it normally takes a fraction of it).
 const DEADLINE: Duration = Duration::from_secs(150);
 
@@ -198,6 +200,12 @@ async fn crash_safety_workers_and_redis_killed_nothing_lost_no_double_completion
         .map(|k| k * TASKS / (REDIS_RESTARTS + 2) + rng.random_range(0..spacing / 2))
         .collect();
     restart_at.reverse();
+    let mut pause_at: Vec<usize> = (1..=WORKER_PAUSES)
+        .map(|k| k * TASKS / (WORKER_PAUSES + 2) + spacing / 3 + rng.random_range(0..spacing / 3))
+        .collect();
+    pause_at.reverse();
+    let mut frozen: Vec<(u32, Instant)> = Vec::new(); // (pid, resume at)
+    let mut pauses = Vec::new(); // (finished when paused, worker)
     let mut kills = Vec::new(); // (finished when killed, worker)
     let mut restarts = Vec::new(); // (finished when killed, down for)
     let mut generation = 1;
@@ -235,6 +243,13 @@ async fn crash_safety_workers_and_redis_killed_nothing_lost_no_double_completion
                 finished = now;
             }
         }
+        frozen.retain(|(pid, resume_at)| {
+            if Instant::now() < *resume_at {
+                return true;
+            }
+            let _ = chaos::signal(*pid, "CONT");
+            false
+        });
         if restart_at.last().is_some_and(|t| finished >= *t) {
             restart_at.pop();
             let down = Instant::now();
@@ -256,12 +271,29 @@ async fn crash_safety_workers_and_redis_killed_nothing_lost_no_double_completion
                 spawn_worker(dir.path(), &url, &prefix, &queue, &name),
             );
             let mut child = old.child;
-            child.kill().unwrap(); // SIGKILL
+            frozen.retain(|(pid, _)| *pid != child.id());
+            child.kill().unwrap(); // SIGKILL (a frozen process dies too)
             let _ = child.wait();
             kills.push((finished, old.name));
             every_worker.push(name);
+        } else if pause_at.last().is_some_and(|t| finished >= *t) {
+            pause_at.pop();
+            let victim = &workers[rng.random_range(0..workers.len())];
+            let pid = victim.child.id();
+            if !frozen.iter().any(|(p, _)| *p == pid) {
+                chaos::signal(pid, "STOP").unwrap_or_else(|e| panic!("{e}"));
+                // Frozen past its lease: whatever it holds is reclaimed meanwhile.
+                let resume_at = Instant::now() + Duration::from_millis(LEASE_MS + 1_000);
+                frozen.push((pid, resume_at));
+                pauses.push((finished, victim.name.clone()));
+            }
         }
-        if finished >= TASKS && kill_at.is_empty() && restart_at.is_empty() {
+        if finished >= TASKS
+            && kill_at.is_empty()
+            && restart_at.is_empty()
+            && pause_at.is_empty()
+            && frozen.is_empty()
+        {
             break;
         }
     }
@@ -380,6 +412,7 @@ async fn crash_safety_workers_and_redis_killed_nothing_lost_no_double_completion
     eprintln!(
         "crash-safety figures: tasks={} {by_status:?} lost={} duplicate_completions={} \
          fencing_violations={} worker_kills={} (at finished={kill_points:?}) \
+         worker_pauses={} (SIGSTOP past the lease, then SIGCONT) \
          redis_restarts={} (at finished, down ms={restart_points:?}) executions={} \
          duplicate_executions={} tasks_executed_more_than_once={} fenced_calls(LeaseLost)={} \
          completions_accepted_but_unacknowledged={} worker_processes={} elapsed={:.1}s",
@@ -388,6 +421,7 @@ async fn crash_safety_workers_and_redis_killed_nothing_lost_no_double_completion
         f.duplicate_completions.len(),
         f.fencing_violations.len(),
         kills.len(),
+        pauses.len(),
         restarts.len(),
         f.executions,
         f.duplicate_executions,

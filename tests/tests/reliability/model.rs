@@ -13,10 +13,10 @@
 //! Isolation: one Redis backend per test (a fresh key prefix); every case names its own
 //! projects, users and queues, so cases never see each other's keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -41,8 +41,8 @@ use spool_ports::{
 };
 
 /// Cases per test and the longest sequence: the whole module runs in seconds.
-const CASES: u32 = 48;
-const MAX_OPS: usize = 24;
+const CASES: u32 = 64;
+const MAX_OPS: usize = 32;
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn limits() -> StoreLimits {
@@ -116,12 +116,49 @@ fn same<T: PartialEq + fmt::Debug>(
     model: T,
 ) -> Result<(), TestCaseError> {
     if redis == model {
+        tally(op, &redis);
         Ok(())
     } else {
         Err(TestCaseError::fail(format!(
             "step {step} {op:?}: redis answered {redis:?}, the model {model:?}"
         )))
     }
+}
+
+/// How often each operation ended each way (over every case of the process), so the figures
+/// show the sequences reach the interesting states, not only errors.
+static OUTCOMES: Mutex<BTreeMap<(String, String), u64>> = Mutex::new(BTreeMap::new());
+
+fn tally(op: &dyn fmt::Debug, answer: &dyn fmt::Debug) {
+    let op = format!("{op:?}");
+    let name: String = op
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '"' || *c == ' ')
+        .collect();
+    let name = name.trim().trim_matches('"').to_owned();
+    let answer = format!("{answer:?}");
+    let outcome = match answer.strip_prefix("Err(\"") {
+        Some(rest) => rest.split('"').next().unwrap_or("error").to_owned(),
+        None if answer.starts_with("Ok(None)") => "ok: none".to_owned(),
+        None if answer.starts_with("Ok((false") && name == "Enqueue" => "ok: duplicate".to_owned(),
+        None if answer.starts_with("Ok((false") => "ok: refused".to_owned(),
+        None => "ok".to_owned(),
+    };
+    *OUTCOMES.lock().unwrap().entry((name, outcome)).or_default() += 1;
+}
+
+/// Prints the tally of the operations named in `ops`.
+fn print_outcomes(test: &str, ops: &[&str]) {
+    let all = OUTCOMES.lock().unwrap();
+    let mine: Vec<String> = all
+        .iter()
+        .filter(|((op, _), _)| ops.contains(&op.as_str()))
+        .map(|((op, outcome), n)| format!("{op} {outcome}: {n}"))
+        .collect();
+    eprintln!(
+        "model figures ({test}, {CASES} cases of up to {MAX_OPS} ops): {}",
+        mine.join(", ")
+    );
 }
 
 // ---- cache -------------------------------------------------------------------------------
@@ -270,6 +307,10 @@ fn model_cache_redis_matches_memory() {
             Ok(())
         })
     });
+    print_outcomes(
+        "cache",
+        &["Set", "Get", "Delete", "GetMany", "SetMany", "Invalidate"],
+    );
 }
 
 /// The runtime a test's cases run on (the Redis backend must be built on it too: its
@@ -299,9 +340,14 @@ struct LimitOp {
 }
 
 fn limiter_ops() -> BoxedStrategy<Vec<LimitOp>> {
+    let pairs: Vec<(usize, u8)> = (0..3).flat_map(|p| (0..2).map(move |s| (p, s))).collect();
     let op = (
-        proptest::collection::vec((0usize..3, 0u8..2), 0..4),
-        prop_oneof![1 => Just(0u64), 8 => 1u64..3, 1 => 3u64..7],
+        prop_oneof![
+            // Mostly distinct (policy, subject) pairs; sometimes any list (empty, repeats).
+            8 => proptest::sample::subsequence(pairs, 1..=3),
+            1 => proptest::collection::vec((0usize..3, 0u8..2), 0..4),
+        ],
+        prop_oneof![1 => Just(0u64), 12 => 1u64..3, 1 => 3u64..7],
     )
         .prop_map(|(checks, cost)| LimitOp { checks, cost });
     proptest::collection::vec(op, 1..MAX_OPS).boxed()
@@ -378,6 +424,7 @@ fn model_limiter_redis_matches_memory() {
         }
         outcome
     });
+    print_outcomes("limiter", &["LimitOp"]);
 }
 
 // ---- queue -------------------------------------------------------------------------------
@@ -410,14 +457,27 @@ enum QueueOp {
         reuse: Option<usize>,
     },
     Reserve(Vec<u8>),
-    Complete(usize, Token, bool),
-    Fail(usize, Token, FailHow),
-    Release(usize, Token),
-    Heartbeat(usize, Token),
-    Cancel(usize),
-    Requeue(usize),
-    Get(usize, bool),
+    Complete(Target, Token, bool),
+    Fail(Target, Token, FailHow),
+    Release(Target, Token),
+    Heartbeat(Target, Token),
+    Cancel(Target),
+    Requeue(Target),
+    Get(Target, bool),
     Stats,
+}
+
+/// Which task a task operation addresses.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The task most recently reserved (running, unless something ended it since).
+    Leased,
+    /// The n-th task accepted (modulo their number).
+    Nth(usize),
+}
+
+fn target() -> impl Strategy<Value = Target> + Clone {
+    prop_oneof![2 => Just(Target::Leased), 3 => (0usize..8).prop_map(Target::Nth)]
 }
 
 fn token() -> impl Strategy<Value = Token> {
@@ -445,7 +505,7 @@ fn queue_ops() -> BoxedStrategy<Vec<QueueOp>> {
                 reuse,
             },
         );
-    let task = 0usize..8;
+    let task = target();
     let fail_how = prop_oneof![
         4 => Just(FailHow::Backoff),
         2 => Just(FailHow::Never),
@@ -454,7 +514,11 @@ fn queue_ops() -> BoxedStrategy<Vec<QueueOp>> {
     ];
     let op = prop_oneof![
         6 => enqueue,
-        6 => proptest::collection::vec(0u8..2, 0..3).prop_map(QueueOp::Reserve),
+        6 => prop_oneof![
+            1 => Just(Vec::new()),
+            8 => proptest::collection::vec(0u8..2, 1..3),
+        ]
+        .prop_map(QueueOp::Reserve),
         3 => (task.clone(), token(), any::<bool>()).prop_map(|(t, k, r)| QueueOp::Complete(t, k, r)),
         3 => (task.clone(), token(), fail_how).prop_map(|(t, k, f)| QueueOp::Fail(t, k, f)),
         1 => (task.clone(), token()).prop_map(|(t, k)| QueueOp::Release(t, k)),
@@ -555,6 +619,21 @@ fn model_queue_redis_matches_memory() {
         let redis = Arc::clone(&redis);
         rt.block_on(async move { queue_case(&*redis, &ops).await })
     });
+    print_outcomes(
+        "queue",
+        &[
+            "Enqueue",
+            "Reserve",
+            "Complete",
+            "Fail",
+            "Release",
+            "Heartbeat",
+            "Cancel",
+            "Requeue",
+            "Get",
+            "Stats",
+        ],
+    );
 }
 
 async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestCaseError> {
@@ -573,13 +652,16 @@ async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestC
     let mut redis_tokens = Tokens::default();
     let mut model_tokens = Tokens::default();
     let long = Backoff::constant(HOUR);
-    // The task a task-op addresses: the i-th known one, or a never-enqueued ID.
-    let target = |tasks: &Vec<(TaskId, usize)>, i: usize| -> (TaskId, usize) {
-        if tasks.is_empty() {
-            (TaskId::from_parts(Timestamp::from_millis(1), 42), 0)
-        } else {
-            tasks[i % tasks.len()]
-        }
+    // The task most recently reserved (from both stores: the answers matched).
+    let mut leased: Option<(TaskId, usize)> = None;
+    // The task a task-op addresses, or a never-enqueued ID while there is none.
+    let target = |tasks: &Vec<(TaskId, usize)>, leased: Option<(TaskId, usize)>, t: Target| match (
+        t, leased,
+    ) {
+        (Target::Leased, Some(l)) => l,
+        _ if tasks.is_empty() => (TaskId::from_parts(Timestamp::from_millis(1), 42), 0),
+        (Target::Nth(i), _) => tasks[i % tasks.len()],
+        (Target::Leased, None) => tasks[0],
     };
     for (step, op) in ops.iter().enumerate() {
         match op {
@@ -641,10 +723,11 @@ async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestC
                 if let (Ok(Some(la)), Ok(Some(lb))) = (&a, &b) {
                     redis_tokens.record(la);
                     model_tokens.record(lb);
+                    leased = tasks.iter().copied().find(|(id, _)| *id == la.task.id);
                 }
             }
             QueueOp::Complete(i, tok, with_result) => {
-                let (id, qi) = target(&tasks, *i);
+                let (id, qi) = target(&tasks, leased, *i);
                 let result = with_result.then(|| json!({ "done": step }));
                 let (a, b) = (
                     redis
@@ -657,7 +740,7 @@ async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestC
                 same(step, op, task_result(&a), task_result(&b))?;
             }
             QueueOp::Fail(i, tok, how) => {
-                let (id, qi) = target(&tasks, *i);
+                let (id, qi) = target(&tasks, leased, *i);
                 let failure = match how {
                     FailHow::Backoff => Failure {
                         error: format!("e{step}"),
@@ -692,7 +775,7 @@ async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestC
                 same(step, op, task_result(&a), task_result(&b))?;
             }
             QueueOp::Release(i, tok) => {
-                let (id, qi) = target(&tasks, *i);
+                let (id, qi) = target(&tasks, leased, *i);
                 let (a, b) = (
                     redis
                         .release(&queues[qi], id, redis_tokens.pick(id, *tok), "model")
@@ -704,7 +787,7 @@ async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestC
                 same(step, op, task_result(&a), task_result(&b))?;
             }
             QueueOp::Heartbeat(i, tok) => {
-                let (id, qi) = target(&tasks, *i);
+                let (id, qi) = target(&tasks, leased, *i);
                 let (a, b) = (
                     redis
                         .heartbeat(&queues[qi], id, redis_tokens.pick(id, *tok), HOUR)
@@ -721,7 +804,7 @@ async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestC
                 )?;
             }
             QueueOp::Cancel(i) => {
-                let (id, qi) = target(&tasks, *i);
+                let (id, qi) = target(&tasks, leased, *i);
                 let (a, b) = (
                     redis.cancel(&queues[qi], id).await,
                     model.cancel(&queues[qi], id).await,
@@ -729,7 +812,7 @@ async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestC
                 same(step, op, task_result(&a), task_result(&b))?;
             }
             QueueOp::Requeue(i) => {
-                let (id, qi) = target(&tasks, *i);
+                let (id, qi) = target(&tasks, leased, *i);
                 let (a, b) = (
                     redis.requeue(&queues[qi], id).await,
                     model.requeue(&queues[qi], id).await,
@@ -737,7 +820,7 @@ async fn queue_case(redis: &dyn QueueStore, ops: &[QueueOp]) -> Result<(), TestC
                 same(step, op, task_result(&a), task_result(&b))?;
             }
             QueueOp::Get(i, wrong_queue) => {
-                let (id, qi) = target(&tasks, *i);
+                let (id, qi) = target(&tasks, leased, *i);
                 let q = &queues[if *wrong_queue { 1 - qi } else { qi }];
                 let (a, b) = (redis.get(q, id).await, model.get(q, id).await);
                 same(

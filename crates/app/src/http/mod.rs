@@ -4,7 +4,7 @@
 //! | method and path | success | errors |
 //! |---|---|---|
 //! | `GET /health/live` | 200 `{"status":"ok"}` | |
-//! | `GET /health/ready` | 200 `{"status":"ok"\|"degraded","backend","latency_ms","services":{name:{"mode"}}}` | 503 when nothing can serve |
+//! | `GET /health/ready` | 200 `{"status":"ok"\|"degraded","backend","latency_ms","services":{name:{"mode","breaker"?,"local_pending"?}}}` | 503 when nothing can serve |
 //! | `GET /metrics` | 200 Prometheus text | |
 //! | `PUT /v1/projects/{project}/cache/{key}?ttl_secs=N` | 204 | 400, 413 |
 //! | `GET /v1/projects/{project}/cache/{key}` | 200 bytes | 404 |

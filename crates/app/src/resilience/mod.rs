@@ -64,7 +64,9 @@
 //! ID and the store's ID idempotency means no task is accepted twice. While the primary is
 //! unavailable enqueues go to a local [`MemoryQueue`](spool_adapter_memory::MemoryQueue)
 //! (at most [`queue::DEFAULT_MAX_LOCAL_TASKS`]; past that, `Unavailable` — refused, never
-//! dropped). `reserve` serves ready local tasks first, then the primary (and waits on the
+//! dropped; and the fallback is process memory: it carries accepted tasks through an outage
+//! of Redis, not through a crash of this process during one). `reserve` serves ready local
+//! tasks first, then the primary (and waits on the
 //! local queue while the primary is down). Heartbeat, complete, fail, release, cancel,
 //! requeue and get go to where the task lives: the wrapper remembers the IDs it accepted
 //! locally, everything else is the primary's. Fencing stays per store, so no task completes

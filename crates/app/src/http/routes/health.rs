@@ -24,7 +24,7 @@ pub(crate) async fn live() -> Json<serde_json::Value> {
 /// One service in `/health/ready`.
 #[derive(Debug, Serialize)]
 struct ServiceView {
-    /// `primary`, `fallback`, or `unavailable` (backend down and no fallback).
+    /// `primary`, `fallback`, or `unavailable` (backend down and no fallback to switch to).
     mode: &'static str,
     /// The backend breaker's state, when the service has one (`closed`, `open`,
     /// `half_open`).
@@ -84,17 +84,14 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let mut services = BTreeMap::new();
     let mut any_serving = false;
     for s in &snapshot.services {
+        // A service behind the resilience layer (it has a breaker) switches to its local
+        // fallback on its next failed call, so it can still serve while the backend is down.
         let mode = match s.mode {
-            ServiceMode::Fallback => {
-                any_serving = true;
-                "fallback"
-            }
-            ServiceMode::Primary if backend_ok => {
-                any_serving = true;
-                "primary"
-            }
+            ServiceMode::Fallback => "fallback",
+            ServiceMode::Primary if backend_ok || s.breaker.is_some() => "primary",
             ServiceMode::Primary => "unavailable",
         };
+        any_serving |= mode != "unavailable";
         services.insert(
             s.name().to_owned(),
             ServiceView {
