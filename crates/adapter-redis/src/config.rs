@@ -471,8 +471,15 @@ impl RedisConfig {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`.
-fn redact_url(url: &str) -> String {
+/// Replaces the password of `scheme://user:password@host` with `***`, for logs.
+///
+/// ```
+/// assert_eq!(
+///     spool_adapter_redis::redact_url("redis://app:s3cret@h:6379/0"),
+///     "redis://app:***@h:6379/0"
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };

@@ -105,8 +105,8 @@ pub mod testing;
 pub use backend::RedisBackend;
 pub use cache::RedisCache;
 pub use config::{
-    AckShortfall, ClusterNode, ReconnectSettings, RedisConfig, ReplicaAcks, Secret, Topology,
-    Transport,
+    redact_url, AckShortfall, ClusterNode, ReconnectSettings, RedisConfig, ReplicaAcks, Secret,
+    Topology, Transport,
 };
 pub use health::RedisHealth;
 pub use limiter::RedisRateLimiter;

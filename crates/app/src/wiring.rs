@@ -307,6 +307,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn redis_cluster_is_a_configuration_change() {
+        let seeds = spool_adapter_redis::testing::cluster_seeds();
+        let prefix = spool_adapter_redis::testing::unique_prefix();
+        let env = EnvLayer::from_pairs([
+            ("SPOOL_BACKEND", "redis"),
+            ("SPOOL_REDIS_CLUSTER", seeds.as_str()),
+            ("SPOOL_REDIS__KEY_PREFIX", prefix.as_str()),
+        ]);
+        let config = Config::load_from(None, &env).unwrap();
+        let spool = Spool::from_config(&config).await.unwrap();
+        assert_eq!(spool.backend(), "redis");
+        let queue = spool_domain::names::QueueName::embeddings();
+        let kind = spool_domain::names::TaskKind::parse("wired").unwrap();
+        let enqueued = spool
+            .queue()
+            .enqueue(&queue, &kind, &serde_json::json!({"n": 1}), Default::default())
+            .await
+            .unwrap();
+        let id = enqueued.task().id;
+        let task = spool.queue().get(&queue, id).await.unwrap().unwrap();
+        assert_eq!(task.kind.as_str(), "wired");
+        let h = spool.health().check().await.unwrap();
+        assert_eq!(h.backend, "redis");
+    }
+
+    #[tokio::test]
     async fn unreachable_redis_is_a_backend_error() {
         let env = EnvLayer::from_pairs([
             ("SPOOL_BACKEND", "redis"),

@@ -5,6 +5,7 @@
 //! | `SPOOL_<SECTION>__<KEY>[__<KEY>...]` | `<section>.<key>...`, e.g. `SPOOL_REDIS__POOL_SIZE=8` |
 //! | `SPOOL_BACKEND` | `backend` |
 //! | `SPOOL_REDIS_URL` | `redis.url` |
+//! | `SPOOL_REDIS_CLUSTER` | `redis.cluster` |
 //! | `SPOOL_HTTP_ADDR` | `http.addr` |
 //! | `SPOOL_RATE_LIMITS` | `rate_limits`, in the compact syntax of [`super::rate_limit_spec`] |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `telemetry.otlp_endpoint` |
@@ -85,6 +86,7 @@ impl EnvLayer {
         let aliases = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
             ("SPOOL_REDIS_URL", "redis.url"),
+            ("SPOOL_REDIS_CLUSTER", "redis.cluster"),
             ("SPOOL_HTTP_ADDR", "http.addr"),
         ];
         for (var, path) in aliases {

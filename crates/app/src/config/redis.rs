@@ -15,9 +15,21 @@ use super::{ConfigError, Validate};
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port/db` or `rediss://` for TLS (default `redis://127.0.0.1:6379`;
-    /// env `SPOOL_REDIS_URL`).
+    /// env `SPOOL_REDIS_URL`). Ignored when `cluster` is set.
     #[serde(deserialize_with = "lenient_string")]
     pub url: String,
+    /// Redis Cluster seed nodes, `host:port,host:port` (`rediss://host:port` each for TLS;
+    /// env `SPOOL_REDIS_CLUSTER`). One reachable seed is enough; when set, spool runs in
+    /// cluster mode and `url` is not used.
+    #[serde(deserialize_with = "lenient_opt_string")]
+    pub cluster: Option<String>,
+    /// Replicas that must confirm each queue write (`WAIT`) before it is acknowledged
+    /// (default 0: do not wait). See the Redis adapter's docs on what this narrows.
+    pub wait_replicas: u32,
+    /// Longest wait for those replicas (default `100ms`; below `command_timeout`); a
+    /// shortfall fails the call as unavailable (the write stays on the primary).
+    #[serde(with = "duration")]
+    pub wait_timeout: Duration,
     /// ACL user name.
     #[serde(deserialize_with = "lenient_opt_string")]
     pub username: Option<String>,
@@ -44,6 +56,9 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
+            cluster: None,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
             username: None,
             password: None,
             password_file: None,
@@ -70,20 +85,30 @@ impl RedisConfig {
     ///
     /// # Errors
     /// `redis.password_file` when the file cannot be read.
-    pub fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
+    pub fn resolve_password(&self) -> Result<Option<spool_adapter_redis::Secret>, ConfigError> {
         if let Some(p) = &self.password {
-            return Ok(Some(p.clone()));
+            return Ok(Some(spool_adapter_redis::Secret::new(p.expose())));
         }
         let Some(path) = &self.password_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::invalid(
-                "redis.password_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))))
+        spool_adapter_redis::Secret::from_file(path)
+            .map(Some)
+            .map_err(|e| ConfigError::invalid("redis.password_file", e.to_string()))
+    }
+
+    /// The server topology: the cluster seeds when `cluster` is set, else the single `url`.
+    ///
+    /// # Errors
+    /// `redis.cluster` when the seed list does not parse.
+    pub fn topology(&self) -> Result<spool_adapter_redis::Topology, ConfigError> {
+        match &self.cluster {
+            Some(seeds) => spool_adapter_redis::Topology::parse_cluster(seeds)
+                .map_err(|e| ConfigError::invalid("redis.cluster", e.to_string())),
+            None => Ok(spool_adapter_redis::Topology::Standalone {
+                url: self.url.clone(),
+            }),
+        }
     }
 
     /// The Redis adapter's configuration: these settings plus the validated prefix and the
@@ -102,10 +127,8 @@ impl RedisConfig {
                 "must be at least 1",
             ));
         }
-        let password = self
-            .resolve_password()?
-            .map(|p| spool_adapter_redis::Secret::new(p.expose()));
-        let mut adapter = spool_adapter_redis::RedisConfig::new(self.url.clone())
+        let password = self.resolve_password()?;
+        let mut adapter = spool_adapter_redis::RedisConfig::from_topology(self.topology()?)
             .credentials(self.username.clone(), password)
             .prefix(self.prefix()?)
             .limits(limits.clone());
@@ -115,34 +138,31 @@ impl RedisConfig {
         if let Some(ca) = &self.tls_ca {
             adapter = adapter.tls_ca_file(ca);
         }
+        if self.wait_replicas > 0 {
+            adapter = adapter.replica_acks(spool_adapter_redis::ReplicaAcks::new(
+                self.wait_replicas,
+                self.wait_timeout,
+            ));
+        }
         Ok(adapter)
     }
 
-    /// The URL with any password replaced by `[redacted]`, for logs.
+    /// Where spool connects, with any password replaced by `***`, for logs.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
-    }
-}
-
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            format!("{scheme}://{user}:[redacted]@{host}{tail}")
+        match self.topology() {
+            Ok(t) => t.redacted(),
+            Err(_) => spool_adapter_redis::redact_url(&self.url),
         }
-        None => url.to_owned(),
     }
 }
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &self.redacted_url())
+            .field("url", &spool_adapter_redis::redact_url(&self.url))
+            .field("cluster", &self.cluster)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .field("username", &self.username)
             .field("password", &self.password)
             .field("password_file", &self.password_file)
@@ -157,6 +177,18 @@ impl fmt::Debug for RedisConfig {
 
 impl Validate for RedisConfig {
     fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        self.topology()?;
+        if self.wait_replicas > 0
+            && (self.wait_timeout.is_zero() || self.wait_timeout >= self.command_timeout)
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.wait_timeout"),
+                format!(
+                    "{:?} must be longer than zero and shorter than command_timeout ({:?})",
+                    self.wait_timeout, self.command_timeout
+                ),
+            ));
+        }
         let scheme_ok = self.url.starts_with("redis://") || self.url.starts_with("rediss://");
         if !scheme_ok || self.url.len() <= "redis://".len() {
             return Err(ConfigError::invalid(
@@ -211,11 +243,7 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redis.internal:6379/0"), "{shown}");
-        assert_eq!(
-            redact_url("rediss://:pw@h:1"),
-            "rediss://:[redacted]@h:1".to_owned()
-        );
-        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(c.redacted_url(), "redis://app:***@redis.internal:6379/0");
     }
 
     #[test]
@@ -253,5 +281,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("redis.url"));
+        let bad = RedisConfig {
+            cluster: Some("10.0.0.1".into()),
+            ..RedisConfig::default()
+        };
+        let e = bad.validate("redis").unwrap_err().to_string();
+        assert!(e.contains("redis.cluster"), "{e}");
+        let bad = RedisConfig {
+            wait_replicas: 1,
+            wait_timeout: Duration::from_secs(5),
+            ..RedisConfig::default()
+        };
+        let e = bad.validate("redis").unwrap_err().to_string();
+        assert!(e.contains("redis.wait_timeout"), "{e}");
+    }
+
+    #[test]
+    fn cluster_seeds_select_cluster_mode() {
+        let c = RedisConfig {
+            cluster: Some("10.0.0.1:7000, 10.0.0.2:7000".into()),
+            wait_replicas: 1,
+            ..RedisConfig::default()
+        };
+        c.validate("redis").unwrap();
+        let adapter = c.to_adapter(&Default::default()).unwrap();
+        assert!(matches!(
+            adapter.server,
+            spool_adapter_redis::Topology::Cluster { ref seeds, .. } if seeds.len() == 2
+        ));
+        assert_eq!(adapter.replica_acks.map(|a| a.replicas), Some(1));
+        assert_eq!(c.redacted_url(), "cluster redis://10.0.0.1:7000,10.0.0.2:7000");
     }
 }
