@@ -166,9 +166,10 @@ async fn open_streams_are_capped_per_ip_and_in_total(backend: Backend) {
     // Trust loopback as a proxy so X-Forwarded-For picks the client IP of each stream.
     let s = TestServer::start_with(
         backend,
-        TestSetup::new()
-            .toml("[http]\ntrusted_proxies = [\"127.0.0.1\"]\nmax_sse_streams = 3\n")
-            .sse_per_ip(2),
+        TestSetup::new().toml(
+            "[http]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+                 max_sse_streams = 3\nmax_sse_streams_per_ip = 2\n",
+        ),
     )
     .await;
     start(&s, "capped").await;

@@ -27,8 +27,14 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpNetwork>,
     /// Bearer API keys. With none configured the server only binds to loopback.
     pub api_keys: Vec<ApiKeyConfig>,
-    /// Most SSE streams open at once (default 1,000).
+    /// Most SSE streams open at once; more get 503 (default 1,000).
     pub max_sse_streams: usize,
+    /// Most SSE streams one client IP may hold open; more get 429 (default 32, at most
+    /// `max_sse_streams`).
+    pub max_sse_streams_per_ip: usize,
+    /// Interval of SSE keep-alive comments (default `15s`).
+    #[serde(with = "duration")]
+    pub sse_keep_alive: Duration,
 }
 
 impl Default for HttpConfig {
@@ -40,6 +46,8 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             api_keys: Vec::new(),
             max_sse_streams: 1000,
+            max_sse_streams_per_ip: 32,
+            sse_keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -62,6 +70,21 @@ impl Validate for HttpConfig {
             return Err(ConfigError::invalid(
                 format!("{at}.max_sse_streams"),
                 "must be at least 1",
+            ));
+        }
+        if !(1..=self.max_sse_streams).contains(&self.max_sse_streams_per_ip) {
+            return Err(ConfigError::invalid(
+                format!("{at}.max_sse_streams_per_ip"),
+                format!(
+                    "{} is outside 1..=max_sse_streams ({})",
+                    self.max_sse_streams_per_ip, self.max_sse_streams
+                ),
+            ));
+        }
+        if self.sse_keep_alive < Duration::from_millis(10) {
+            return Err(ConfigError::invalid(
+                format!("{at}.sse_keep_alive"),
+                "must be at least 10ms",
             ));
         }
         for (i, key) in self.api_keys.iter().enumerate() {
@@ -232,6 +255,24 @@ impl<'de> Deserialize<'de> for IpNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sse_caps_are_checked() {
+        let ok = HttpConfig {
+            max_sse_streams: 10,
+            max_sse_streams_per_ip: 10,
+            ..HttpConfig::default()
+        };
+        ok.validate("http").unwrap();
+        for per_ip in [0, 11] {
+            let bad = HttpConfig {
+                max_sse_streams_per_ip: per_ip,
+                ..ok.clone()
+            };
+            let e = bad.validate("http").unwrap_err().to_string();
+            assert!(e.contains("http.max_sse_streams_per_ip"), "{e}");
+        }
+    }
 
     #[test]
     fn networks_contain_their_addresses() {

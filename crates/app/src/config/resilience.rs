@@ -24,15 +24,15 @@ pub struct ResilienceConfig {
 pub struct BreakerConfig {
     /// Failure rate that opens the breaker, `0.0 < rate <= 1.0` (default `0.5`).
     pub failure_rate: f64,
-    /// Sliding window the rate is measured over (default `30s`).
+    /// Sliding window the rate is measured over, `10ms..=24h` (default `30s`).
     #[serde(with = "duration")]
     pub window: Duration,
-    /// Calls in the window before the rate counts (default 10).
+    /// Calls in the window before the rate counts, at least 1 (default 10).
     pub min_calls: u32,
-    /// How long it stays open before probing (default `10s`).
+    /// How long it stays open before probing, `1ms..=24h` (default `10s`).
     #[serde(with = "duration")]
     pub open_for: Duration,
-    /// Probe calls let through while half-open (default 3).
+    /// Probe calls let through while half-open, `1..=1000` (default 3).
     pub half_open_probes: u32,
 }
 
@@ -44,6 +44,31 @@ impl Default for BreakerConfig {
             min_calls: 10,
             open_for: Duration::from_secs(10),
             half_open_probes: 3,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// The domain's breaker settings these stand for.
+    pub fn to_domain(&self) -> spool_domain::breaker::BreakerConfig {
+        spool_domain::breaker::BreakerConfig {
+            failure_rate_threshold: self.failure_rate,
+            window: self.window,
+            minimum_calls: self.min_calls,
+            open_duration: self.open_for,
+            half_open_max_probes: self.half_open_probes,
+        }
+    }
+
+    /// The setting a domain validation error is about, named as in this file.
+    fn setting_of(component: &str) -> &'static str {
+        match component {
+            "breaker failure_rate_threshold" => "failure_rate",
+            "breaker window" => "window",
+            "breaker minimum_calls" => "min_calls",
+            "breaker open_duration" => "open_for",
+            "breaker half_open_max_probes" => "half_open_probes",
+            _ => "",
         }
     }
 }
@@ -74,33 +99,16 @@ impl Default for RetryConfig {
 
 impl Validate for ResilienceConfig {
     fn validate(&self, at: &str) -> Result<(), ConfigError> {
-        let b = &self.breaker;
-        if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
-            return Err(ConfigError::invalid(
-                format!("{at}.breaker.failure_rate"),
-                format!("{} is outside (0.0, 1.0]", b.failure_rate),
-            ));
-        }
-        for (name, d) in [("window", b.window), ("open_for", b.open_for)] {
-            if d < Duration::from_millis(1) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.breaker.{name}"),
-                    "must be at least 1ms",
-                ));
-            }
-        }
-        if b.min_calls == 0 {
-            return Err(ConfigError::invalid(
-                format!("{at}.breaker.min_calls"),
-                "must be at least 1",
-            ));
-        }
-        if b.half_open_probes == 0 {
-            return Err(ConfigError::invalid(
-                format!("{at}.breaker.half_open_probes"),
-                "must be at least 1",
-            ));
-        }
+        // The breaker's own rules (the pure state machine's) are the one source of truth.
+        self.breaker.to_domain().validate().map_err(|e| {
+            let setting = BreakerConfig::setting_of(e.component);
+            let path = if setting.is_empty() {
+                format!("{at}.breaker")
+            } else {
+                format!("{at}.breaker.{setting}")
+            };
+            ConfigError::invalid(path, e.reason)
+        })?;
         let r = &self.retry;
         if r.max_retries > 10 {
             return Err(ConfigError::invalid(
@@ -115,5 +123,59 @@ impl Validate for ResilienceConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_settings_are_checked_by_the_domain_rules_and_named_here() {
+        ResilienceConfig::default().validate("resilience").unwrap();
+        for (bad, name) in [
+            (
+                BreakerConfig {
+                    failure_rate: 1.5,
+                    ..Default::default()
+                },
+                "failure_rate",
+            ),
+            (
+                BreakerConfig {
+                    window: Duration::from_millis(1),
+                    ..Default::default()
+                },
+                "window",
+            ),
+            (
+                BreakerConfig {
+                    min_calls: 0,
+                    ..Default::default()
+                },
+                "min_calls",
+            ),
+            (
+                BreakerConfig {
+                    open_for: Duration::from_secs(200_000),
+                    ..Default::default()
+                },
+                "open_for",
+            ),
+            (
+                BreakerConfig {
+                    half_open_probes: 5_000,
+                    ..Default::default()
+                },
+                "half_open_probes",
+            ),
+        ] {
+            let c = ResilienceConfig {
+                breaker: bad,
+                ..Default::default()
+            };
+            let e = c.validate("resilience").unwrap_err().to_string();
+            assert!(e.contains(&format!("resilience.breaker.{name}")), "{e}");
+        }
     }
 }

@@ -35,12 +35,7 @@ pub struct HttpOptions {
 }
 
 impl HttpOptions {
-    /// The default per-IP SSE cap (never above the total).
-    pub const DEFAULT_MAX_SSE_STREAMS_PER_IP: usize = 32;
-
-    /// The options `[http]` describes. The per-IP SSE cap is
-    /// [`HttpOptions::DEFAULT_MAX_SSE_STREAMS_PER_IP`] (at most `max_sse_streams`); keep-alive
-    /// comments every 15 s; readiness waits up to 2 s.
+    /// The options `[http]` describes; readiness waits up to 2 s.
     ///
     /// # Errors
     /// A malformed API key digest.
@@ -51,8 +46,8 @@ impl HttpOptions {
             trusted_proxies: http.trusted_proxies.clone(),
             api_keys: ApiKeys::from_config(&http.api_keys)?,
             max_sse_streams: http.max_sse_streams,
-            max_sse_streams_per_ip: Self::DEFAULT_MAX_SSE_STREAMS_PER_IP.min(http.max_sse_streams),
-            sse_keep_alive: Duration::from_secs(15),
+            max_sse_streams_per_ip: http.max_sse_streams_per_ip.min(http.max_sse_streams),
+            sse_keep_alive: http.sse_keep_alive,
             readiness_timeout: Duration::from_secs(2),
         })
     }

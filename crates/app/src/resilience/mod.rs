@@ -195,7 +195,7 @@ impl ResilienceOptions {
         let retry = RetryPolicy::new(d.retry.max_retries, d.retry.initial, d.retry.max)
             .unwrap_or_else(|_| RetryPolicy::none());
         Self {
-            breaker: breaker_config(&d),
+            breaker: d.breaker.to_domain(),
             retry,
             limits,
             failure_modes: HashMap::new(),
@@ -214,7 +214,7 @@ impl ResilienceOptions {
         config: &ResilienceConfig,
         settings: &Settings,
     ) -> Result<Self, ValidationError> {
-        let breaker = breaker_config(config);
+        let breaker = config.breaker.to_domain();
         breaker.validate()?;
         let r = &config.retry;
         Ok(Self {
@@ -228,16 +228,6 @@ impl ResilienceOptions {
                 .collect(),
             ..Self::new(settings.limits.clone())
         })
-    }
-}
-
-fn breaker_config(c: &ResilienceConfig) -> BreakerConfig {
-    BreakerConfig {
-        failure_rate_threshold: c.breaker.failure_rate,
-        window: c.breaker.window,
-        minimum_calls: c.breaker.min_calls,
-        open_duration: c.breaker.open_for,
-        half_open_max_probes: c.breaker.half_open_probes,
     }
 }
 
