@@ -29,8 +29,9 @@ pub struct TelemetryConfig {
     /// A `tracing` filter directive, e.g. `info,spool_app=debug` (default `info`).
     #[serde(deserialize_with = "lenient_string")]
     pub log_filter: String,
-    /// OTLP endpoint for traces and metrics; read from `OTEL_EXPORTER_OTLP_ENDPOINT`. No
-    /// export when absent.
+    /// OTLP/HTTP endpoint for traces and metrics, `http://host:port` of a collector next to
+    /// spool (`https://` is refused: forward over TLS from the collector); read from
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. No export when absent.
     #[serde(deserialize_with = "lenient_opt_string")]
     pub otlp_endpoint: Option<String>,
     /// `service.name` of exported telemetry (default `spool`).
@@ -58,12 +59,8 @@ impl Validate for TelemetryConfig {
             ));
         }
         if let Some(e) = &self.otlp_endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.otlp_endpoint"),
-                    format!("{e:?} must start with http:// or https://"),
-                ));
-            }
+            crate::telemetry::check_endpoint(e)
+                .map_err(|why| ConfigError::invalid(format!("{at}.otlp_endpoint"), why))?;
         }
         if self.service_name.trim().is_empty() {
             return Err(ConfigError::invalid(

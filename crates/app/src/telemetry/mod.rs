@@ -25,6 +25,7 @@ mod setup;
 mod span_metrics;
 
 pub use metrics::{Metrics, Outcome, ServiceMode, ServiceStatus, PROMETHEUS_CONTENT_TYPE};
+pub(crate) use setup::check_endpoint;
 pub use setup::{init, Telemetry};
 pub use span_metrics::OperationMetricsLayer;
 
