@@ -148,3 +148,140 @@ fn worker_runs_until_sigterm_then_drains() {
         "{rest:?}"
     );
 }
+
+/// What a fake OTLP/HTTP collector received: (path, content type, body) per request.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A minimal OTLP/HTTP collector on loopback: records every request and answers 200. Each
+/// connection is served on its own thread (the exporter's client keeps connections alive).
+fn fake_collector() -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = listener.local_addr().expect("address").to_string();
+    let received: Received = Received::default();
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let sink = sink.clone();
+            std::thread::spawn(move || serve_otlp(stream, &sink));
+        }
+    });
+    (addr, received)
+}
+
+fn serve_otlp(stream: TcpStream, sink: &Received) {
+    let mut writer = stream.try_clone().expect("clones");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let (mut length, mut content_type) = (0usize, String::new());
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "content-type" => content_type = value.trim().to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        sink.lock()
+            .expect("not poisoned")
+            .push((path, content_type, body));
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_exports_traces_and_metrics_over_otlp() {
+    let (collector, received) = fake_collector();
+    let mut child = spool()
+        .arg("serve")
+        .env("SPOOL_HTTP_ADDR", "127.0.0.1:0")
+        .env("SPOOL_TELEMETRY__LOG_FILTER", "info")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server logs its address before anything else ends")
+            .expect("readable log");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
+        }
+    };
+    let queues = get(&addr, "/v1/queues");
+    assert!(queues.starts_with("HTTP/1.1 200"), "{queues}");
+    // A graceful stop flushes the last batches of spans and metrics.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "{exit:?}");
+    let _rest: Vec<String> = lines.map_while(Result::ok).collect();
+
+    let got = received.lock().expect("not poisoned").clone();
+    let find = |path: &str| {
+        got.iter()
+            .find(|(p, _, _)| p == path)
+            .unwrap_or_else(|| {
+                let paths: Vec<&String> = got.iter().map(|(p, _, _)| p).collect();
+                panic!("no POST {path} reached the collector; got {paths:?}")
+            })
+            .clone()
+    };
+    let contains =
+        |body: &[u8], needle: &str| body.windows(needle.len()).any(|w| w == needle.as_bytes());
+    let (_, traces_type, traces) = find("/v1/traces");
+    assert_eq!(traces_type, "application/x-protobuf");
+    assert!(
+        contains(&traces, "spool"),
+        "service.name missing from the spans"
+    );
+    assert!(
+        contains(&traces, "queue.stats"),
+        "no span of the queue.stats operation"
+    );
+    let (_, metrics_type, metrics) = find("/v1/metrics");
+    assert_eq!(metrics_type, "application/x-protobuf");
+    assert!(
+        contains(&metrics, "spool.operation.duration"),
+        "no operation histogram"
+    );
+}
