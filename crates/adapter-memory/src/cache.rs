@@ -230,6 +230,18 @@ impl MemoryCache {
         (resolved, now)
     }
 
+    /// [`MemoryCache::resolve`] of one key, without the vector (the single `get`).
+    fn resolve_one(&self, key: &ScopedKey) -> (StoredKey, Timestamp) {
+        let generations = self.generations.read();
+        let now = self.clock.now();
+        let stored = StoredKey {
+            project: key.project.clone(),
+            generation: generations.current(&key.project),
+            key: key.key.clone(),
+        };
+        (stored, now)
+    }
+
     fn read(&self, key: &StoredKey, now: Timestamp) -> Option<Bytes> {
         self.entries
             .get(key)
@@ -256,8 +268,8 @@ impl MemoryCache {
 #[async_trait]
 impl CacheStore for MemoryCache {
     async fn get(&self, key: &ScopedKey) -> Result<Option<Bytes>, PortError> {
-        let (keys, now) = self.resolve([key]);
-        Ok(keys.first().and_then(|k| self.read(k, now)))
+        let (stored, now) = self.resolve_one(key);
+        Ok(self.read(&stored, now))
     }
 
     async fn get_many(&self, keys: &[ScopedKey]) -> Result<Vec<Option<Bytes>>, PortError> {

@@ -22,6 +22,15 @@
 //! decision. Correctness never depends on that expiry — the math rolls and prunes stale state
 //! against the injected clock's "now". A counter key is O(1); a sliding-log key holds at most
 //! `limit` entries.
+//!
+//! ## Writes in place
+//!
+//! A counter key is re-inserted into moka (which sets its expiry) on its first write in a
+//! window; later writes in the same window, within a second or a window of real time from that
+//! insert (whichever is shorter), update the stored state in place. The insert happened in the
+//! same window, so its backstop already outlives the state, and a moka insert — by far the
+//! most expensive part of a check — happens about once per key per window instead of once per
+//! check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +81,26 @@ enum KeyState {
     Log(SlidingLog),
 }
 
+/// One key's moka value: its state (written in place while the window lasts, see the module
+/// docs) and the real time it was inserted.
+#[derive(Debug)]
+struct Slot {
+    state: Mutex<KeyState>,
+    inserted: std::time::Instant,
+}
+
+impl Slot {
+    fn new(state: KeyState) -> Arc<Slot> {
+        Arc::new(Slot {
+            state: Mutex::new(state),
+            inserted: std::time::Instant::now(),
+        })
+    }
+}
+
+/// Longest real time a counter is written in place after its insert.
+const MAX_IN_PLACE: Duration = Duration::from_secs(1);
+
 /// moka's per-key expiry: `2 × window` + slack after the last write; reads do not extend it.
 struct Backstop;
 
@@ -83,11 +112,11 @@ impl Backstop {
     }
 }
 
-impl moka::Expiry<LimiterKey, Arc<KeyState>> for Backstop {
+impl moka::Expiry<LimiterKey, Arc<Slot>> for Backstop {
     fn expire_after_create(
         &self,
         key: &LimiterKey,
-        _value: &Arc<KeyState>,
+        _value: &Arc<Slot>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         Some(Self::of(key))
@@ -96,7 +125,7 @@ impl moka::Expiry<LimiterKey, Arc<KeyState>> for Backstop {
     fn expire_after_update(
         &self,
         key: &LimiterKey,
-        _value: &Arc<KeyState>,
+        _value: &Arc<Slot>,
         _updated_at: std::time::Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
@@ -139,7 +168,7 @@ impl Evaluated {
 
 /// In-memory rate limiter: sliding-window counter or exact log per policy, all-or-nothing.
 pub struct MemoryRateLimiter {
-    keys: Cache<LimiterKey, Arc<KeyState>>,
+    keys: Cache<LimiterKey, Arc<Slot>>,
     /// Serialises checks; holds the latest "now" used, so time never runs backwards for the
     /// math even if the injected clock does.
     commit: Mutex<u64>,
@@ -159,26 +188,34 @@ impl MemoryRateLimiter {
         }
     }
 
-    fn evaluate(&self, key: &LimiterKey, policy: &Policy, now_ms: u64, cost: Cost) -> Evaluated {
+    /// Evaluates one check; returns the stored slot too, for an in-place write.
+    fn evaluate(
+        &self,
+        key: &LimiterKey,
+        policy: &Policy,
+        now_ms: u64,
+        cost: Cost,
+    ) -> (Evaluated, Option<Arc<Slot>>) {
         let stored = self.keys.get(key);
-        match policy.algorithm() {
+        let ev = match policy.algorithm() {
             Algorithm::SlidingWindow => {
-                let state = match stored.as_deref() {
-                    Some(KeyState::Counter(s)) => Some(*s),
+                let state = match stored.as_deref().map(|s| s.state.lock().clone()) {
+                    Some(KeyState::Counter(s)) => Some(s),
                     _ => None,
                 };
                 Evaluated::Counter(counter::evaluate(state, policy, now_ms, cost))
             }
             Algorithm::SlidingLog => {
-                let mut log = match stored.as_deref() {
-                    Some(KeyState::Log(l)) => l.clone(),
+                let mut log = match stored.as_deref().map(|s| s.state.lock().clone()) {
+                    Some(KeyState::Log(l)) => l,
                     _ => SlidingLog::default(),
                 };
                 log.prune(policy.window_ms(), now_ms);
                 let ev = log.evaluate(policy, now_ms, cost);
                 Evaluated::Log(ev, log)
             }
-        }
+        };
+        (ev, stored)
     }
 }
 
@@ -190,30 +227,49 @@ impl RateLimitStore for MemoryRateLimiter {
         let now_ms = self.clock.now().as_millis().max(*last_now);
         *last_now = now_ms;
 
-        let evaluated: Vec<(LimiterKey, Evaluated)> = checks
+        let evaluated: Vec<(LimiterKey, Evaluated, Option<Arc<Slot>>)> = checks
             .iter()
             .map(|c| {
                 let key = LimiterKey::of(c);
-                let ev = self.evaluate(&key, &c.policy, now_ms, cost);
-                (key, ev)
+                let (ev, slot) = self.evaluate(&key, &c.policy, now_ms, cost);
+                (key, ev, slot)
             })
             .collect();
-        let consumed = evaluated.iter().all(|(_, ev)| ev.allowed());
+        let consumed = evaluated.iter().all(|(_, ev, _)| ev.allowed());
         let decision = Decision::combine(
             checks
                 .iter()
                 .zip(&evaluated)
-                .map(|(c, (_, ev))| ev.decision(&c.policy, consumed))
+                .map(|(c, (_, ev, _))| ev.decision(&c.policy, consumed))
                 .collect(),
         );
         if consumed && cost.units() > 0 {
-            for (key, ev) in evaluated {
-                self.keys.insert(key, Arc::new(ev.committed(now_ms, cost)));
+            for (key, ev, slot) in evaluated {
+                let state = ev.committed(now_ms, cost);
+                match slot {
+                    Some(slot) if in_place(&slot, &state, key.window_ms) => {
+                        *slot.state.lock() = state;
+                    }
+                    _ => self.keys.insert(key, Slot::new(state)),
+                }
             }
         }
         drop(last_now);
         Ok(decision)
     }
+}
+
+/// Whether `new` may overwrite `slot` in place: both counters of the same window, and the slot
+/// inserted less than a window (at most [`MAX_IN_PLACE`]) of real time ago.
+fn in_place(slot: &Slot, new: &KeyState, window_ms: u64) -> bool {
+    let KeyState::Counter(new) = new else {
+        return false;
+    };
+    let same_window = matches!(
+        &*slot.state.lock(),
+        KeyState::Counter(old) if old.window_start == new.window_start
+    );
+    same_window && slot.inserted.elapsed() < Duration::from_millis(window_ms).min(MAX_IN_PLACE)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 -- Task::cancel. KEYS[9] the task.
+cold()
 local key = KEYS[9]
 if redis.call('EXISTS', key) == 0 then return fail_reply('not_found') end
 local st = redis.call('HGET', key, 'status')

@@ -2,6 +2,8 @@
 -- max_attempts, backoff initial ms, backoff max ms, backoff factor, jitter ('none'|'full'),
 -- timeout ms or '', unique key or '', correlation id or '', schedule ('now'|'after'|'at'),
 -- schedule ms, the caller's task id or '' (a ULID; '' = build one from server time + tail).
+-- Returns { 'created', id, now ms, due ms }, { 'duplicate', task fields } or
+-- { 'collision', id }.
 local tail, kind, payload, priority, rank = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local max_attempts, b_init, b_max, b_factor, b_jitter = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local timeout, unique, corr, sched, sched_ms = ARGV[13], ARGV[14], ARGV[15], ARGV[16], tonumber(ARGV[17])
@@ -27,18 +29,20 @@ end
 local id = given
 if id == '' then
   -- ULID: 48-bit server time in Crockford base32, then 80 random bits from the client.
-  local ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-  local chars = {}
+  -- Digits as bytes into one string.char: no string per digit, no table.
+  local A, byte = '0123456789ABCDEFGHJKMNPQRSTVWXYZ', string.byte
   local ms = NOW
+  local d = {}
   for i = 10, 1, -1 do
     local r = ms % 32
-    chars[i] = string.sub(ALPHABET, r + 1, r + 1)
+    d[i] = byte(A, r + 1)
     ms = (ms - r) / 32
   end
-  id = table.concat(chars) .. tail
+  id = string.char(d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10]) .. tail
 end
 local key = task_key(id)
-if redis.call('EXISTS', key) == 1 then
+-- A given id was checked above; a generated one can only collide by chance.
+if given == '' and redis.call('EXISTS', key) == 1 then
   return fail_reply('collision', id)
 end
 
@@ -49,22 +53,39 @@ elseif sched == 'at' then
   due = math.max(sched_ms, NOW)
 end
 
-redis.call('HSET', key,
+-- The whole hash in one HSET. The reply carries only what the server decided (id, time, due
+-- time): the client builds the task from the spec it sent (Task::new).
+local f = {
   'id', id, 'kind', kind, 'payload', payload, 'priority', priority, 'rank', rank,
   'attempts', '0', 'max_attempts', max_attempts,
   'backoff_initial_ms', b_init, 'backoff_max_ms', b_max, 'backoff_factor', b_factor,
-  'backoff_jitter', b_jitter, 'enqueued_at', fmt(NOW), 'lease_seq', '0')
-if timeout ~= '' then redis.call('HSET', key, 'timeout_ms', timeout) end
-if unique ~= '' then
-  redis.call('HSET', key, 'unique_key', unique)
-  redis.call('SET', BASE .. 'u:' .. unique, id)
+  'backoff_jitter', b_jitter, 'enqueued_at', fmt(NOW), 'lease_seq', '0',
+}
+local function put(k, v)
+  f[#f + 1] = k
+  f[#f + 1] = v
 end
-if corr ~= '' then redis.call('HSET', key, 'correlation_id', corr) end
-
+if timeout ~= '' then put('timeout_ms', timeout) end
+if unique ~= '' then put('unique_key', unique) end
+if corr ~= '' then put('correlation_id', corr) end
 if due > NOW then
-  redis.call('HSET', key, 'status', 'scheduled', 'scheduled_for', fmt(due))
-  redis.call('ZADD', K_SCHED, due, id)
+  put('status', 'scheduled')
+  put('scheduled_for', fmt(due))
 else
-  make_ready(id, key, NOW)
+  put('status', 'queued')
+  put('ready_at', fmt(NOW))
 end
-return reply('created', key)
+redis.call('HSET', key, unpack(f))
+if unique ~= '' then redis.call('SET', BASE .. 'u:' .. unique, id) end
+if due > NOW then
+  redis.call('ZADD', K_SCHED, due, id)
+  due_at(due)
+else
+  -- make_ready without re-reading the rank or re-writing the status.
+  local seq = redis.call('INCR', K_SEQ)
+  redis.call('ZADD', K_READY, tonumber(rank) * RANK_SCALE + seq, id)
+  redis.call('ZADD', K_WAITING, NOW, id)
+  woke = true
+end
+wake()
+return { 'created', id, NOW, due }

@@ -5,4 +5,5 @@ if not holds_lease(key, token) then return fail_reply('lease_lost') end
 local expires = NOW + lease
 redis.call('HSET', key, 'heartbeat_at', fmt(NOW), 'lease_expires_at', fmt(expires))
 redis.call('ZADD', K_RUNNING, expires, redis.call('HGET', key, 'id'))
+due_at(expires)
 return reply('ok', key)

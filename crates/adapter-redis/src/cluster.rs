@@ -4,13 +4,13 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use spool_adapter_redis::{RedisBackend, RedisConfig, ReplicaAcks, Secret};
+//! use spool_adapter_redis::{secret_from_env, RedisBackend, RedisConfig, ReplicaAcks};
 //!
 //! # async fn run() -> Result<(), spool_ports::PortError> {
 //! // SPOOL_REDIS_CLUSTER=10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000
 //! let seeds = std::env::var("SPOOL_REDIS_CLUSTER").unwrap_or_default();
 //! let config = RedisConfig::cluster(&seeds)?
-//!     .credentials(Some("spool".into()), Secret::from_env("SPOOL_REDIS_PASSWORD")?)
+//!     .credentials(Some("spool".into()), secret_from_env("SPOOL_REDIS_PASSWORD")?)
 //!     // Optional: an `Ok` from a queue write means one replica has it too.
 //!     .replica_acks(ReplicaAcks::new(1, Duration::from_millis(250)));
 //! let backend = RedisBackend::connect(config).await?;

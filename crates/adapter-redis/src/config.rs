@@ -10,64 +10,42 @@ use spool_domain::limits::StoreLimits;
 use spool_domain::names::KeyPrefix;
 use spool_ports::PortError;
 
-/// A secret string (a password). `Debug` and `Display` print `***`, never the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub use spool_domain::secret::Secret;
 
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+/// Reads a secret (the password) from the environment variable `var`; `None` when it is
+/// unset.
+///
+/// # Errors
+/// `Configuration` when the variable is set but not valid Unicode (the value is not shown).
+pub fn secret_from_env(var: &str) -> Result<Option<Secret>, PortError> {
+    match std::env::var(var) {
+        Ok(v) => Ok(Some(Secret::new(v))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(PortError::Configuration {
+            message: format!("environment variable {var} is not valid UTF-8"),
+            source: None,
+        }),
     }
+}
 
-    /// Reads the secret from the environment variable `var`; `None` when it is unset.
-    ///
-    /// # Errors
-    /// `Configuration` when the variable is set but not valid Unicode (the value is not shown).
-    pub fn from_env(var: &str) -> Result<Option<Self>, PortError> {
-        match std::env::var(var) {
-            Ok(v) => Ok(Some(Self(v))),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(PortError::Configuration {
-                message: format!("environment variable {var} is not valid UTF-8"),
-                source: None,
-            }),
-        }
-    }
-
-    /// Reads the secret from a file (e.g. a mounted secret); one trailing newline is dropped.
-    ///
-    /// # Errors
-    /// `Configuration` when the file cannot be read (the path is named, the content never).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PortError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| PortError::Configuration {
+/// Reads a secret (the password) from a file, e.g. a mounted secret; one trailing newline is
+/// dropped.
+///
+/// # Errors
+/// `Configuration` when the file cannot be read (the path is named, the content never).
+pub fn secret_from_file(path: impl AsRef<Path>) -> Result<Secret, PortError> {
+    let path = path.as_ref();
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        PortError::Configuration {
             message: format!("cannot read the password file {}", path.display()),
             source: Some(Box::new(e)),
-        })?;
-        let trimmed = text
-            .strip_suffix("\r\n")
-            .or_else(|| text.strip_suffix('\n'))
-            .unwrap_or(&text);
-        Ok(Self(trimmed.to_owned()))
-    }
-
-    /// The secret itself; only for handing it to the client library.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
+        }
+    })?);
+    let trimmed = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    Ok(Secret::new(trimmed))
 }
 
 /// How fred reconnects after a connection drops: exponential backoff with jitter.
@@ -371,7 +349,7 @@ pub struct RedisConfig {
     pub server: Topology,
     /// ACL username.
     pub username: Option<String>,
-    /// Password (from configuration, [`Secret::from_env`] or [`Secret::from_file`]).
+    /// Password (from configuration, [`secret_from_env`] or [`secret_from_file`]).
     pub password: Option<Secret>,
     /// Clients in the command pool (at least 1); on a cluster each client holds one connection
     /// per primary. One more client per adapter carries pub/sub wake-ups.
@@ -530,8 +508,8 @@ mod tests {
         let printed = format!("{cfg:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("app:***@localhost:6380/0"), "{printed}");
-        assert!(printed.contains("Secret(***)"), "{printed}");
-        assert_eq!(format!("{}", Secret::new("x")), "***");
+        assert!(printed.contains("Secret([redacted])"), "{printed}");
+        assert_eq!(format!("{}", Secret::new("x")), "[redacted]");
     }
 
     #[test]
@@ -547,10 +525,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("pw");
         std::fs::write(&path, "s3cret\n").expect("write");
-        assert_eq!(Secret::from_file(&path).expect("read").expose(), "s3cret");
-        let missing = Secret::from_file(dir.path().join("nope")).expect_err("missing");
+        assert_eq!(secret_from_file(&path).expect("read").expose(), "s3cret");
+        let missing = secret_from_file(dir.path().join("nope")).expect_err("missing");
         assert_eq!(missing.code(), "configuration");
-        assert!(Secret::from_env("SPOOL_TEST_SURELY_UNSET_VAR_9137")
+        assert!(secret_from_env("SPOOL_TEST_SURELY_UNSET_VAR_9137")
             .expect("unset is fine")
             .is_none());
     }

@@ -19,14 +19,19 @@ use spool_domain::names::{KeyPrefix, OperationId, ProjectId, QueueName, ScopedKe
 /// The Redis Cluster hash slot of `key`: CRC16/XMODEM of the first non-empty `{...}` hash
 /// tag (or of the whole key when there is none), modulo 16384.
 pub(crate) fn slot(key: &[u8]) -> u16 {
-    let hashed = match key.iter().position(|&b| b == b'{') {
+    crc16(hashed_part(key)) % 16384
+}
+
+/// The part of `key` its slot is computed from: the first non-empty `{...}` hash tag, or the
+/// whole key. Keys with equal hashed parts share a slot (no CRC needed to tell).
+pub(crate) fn hashed_part(key: &[u8]) -> &[u8] {
+    match key.iter().position(|&b| b == b'{') {
         Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
             Some(len) if len > 0 => &key[open + 1..open + 1 + len],
             _ => key,
         },
         None => key,
-    };
-    crc16(hashed) % 16384
+    }
 }
 
 /// CRC16/XMODEM (polynomial 0x1021, initial 0), as Redis Cluster uses it.

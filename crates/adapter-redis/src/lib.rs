@@ -7,12 +7,12 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use spool_adapter_redis::{RedisBackend, RedisConfig, Secret};
+//! use spool_adapter_redis::{secret_from_env, RedisBackend, RedisConfig};
 //! use spool_ports::{CacheStore, Health};
 //!
 //! # async fn run() -> Result<(), spool_ports::PortError> {
 //! let config = RedisConfig::new("redis://127.0.0.1:6379")
-//!     .credentials(Some("spool".into()), Secret::from_env("SPOOL_REDIS_PASSWORD")?);
+//!     .credentials(Some("spool".into()), secret_from_env("SPOOL_REDIS_PASSWORD")?);
 //! let backend = RedisBackend::connect(config).await?;
 //! let cache: Arc<dyn CacheStore> = Arc::new(backend.cache());
 //! println!("{:?}", backend.health().check().await?);
@@ -46,7 +46,7 @@
 //! ACL SETUSER spool on >CHANGE-ME resetchannels ~spool:* &spool:* +@all -@dangerous +info
 //! ```
 //!
-//! Give the password through [`Secret::from_env`] or [`Secret::from_file`]; it is never
+//! Give the password through [`secret_from_env`] or [`secret_from_file`]; it is never
 //! printed ([`RedisConfig`]'s `Debug` redacts it, also inside the URL). The test suite runs
 //! every port under exactly this ACL (on a cluster too, where the user must exist on every
 //! node).
@@ -105,8 +105,8 @@ pub mod testing;
 pub use backend::RedisBackend;
 pub use cache::RedisCache;
 pub use config::{
-    redact_url, AckShortfall, ClusterNode, ReconnectSettings, RedisConfig, ReplicaAcks, Secret,
-    Topology, Transport,
+    redact_url, secret_from_env, secret_from_file, AckShortfall, ClusterNode, ReconnectSettings,
+    RedisConfig, ReplicaAcks, Secret, Topology, Transport,
 };
 pub use health::RedisHealth;
 pub use limiter::RedisRateLimiter;

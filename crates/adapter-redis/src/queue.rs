@@ -33,6 +33,8 @@
 //! wake-up while waiting; `heartbeat`, `complete`, `fail`, `release`, `cancel`, `requeue`,
 //! `get` 1;
 //! `stats` 1 per queue (concurrent) plus 1 `SMEMBERS` when no queue is named.
+//! `list` 1 (`lua/queue_list.lua`: at most `limit` entries of the listing's index, or
+//! [`TaskQuery::MAX_SCAN`] of the due-time index for scheduled / retrying tasks).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,7 +50,7 @@ use spool_domain::task::{
 };
 use spool_domain::time::duration_millis;
 use spool_domain::Timestamp;
-use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions};
+use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions, TaskQuery};
 use tokio::sync::Notify;
 
 use crate::backend::Shared;
@@ -355,10 +357,7 @@ impl QueueStore for RedisQueue {
             tracing::warn!(queue = %queue, error = %e, "could not register the queue for stats");
         }
         match tag.as_str() {
-            "created" => Ok(Enqueued::Created(task_from(
-                queue,
-                rest.into_iter().next(),
-            )?)),
+            "created" => Ok(Enqueued::Created(created_task(queue, spec, &rest)?)),
             "duplicate" => Ok(Enqueued::Duplicate(task_from(
                 queue,
                 rest.into_iter().next(),
@@ -426,6 +425,48 @@ impl QueueStore for RedisQueue {
                 }
             }
         }
+    }
+
+    /// One script call per queue tried (in order) reserving up to the rest of `max` at once.
+    async fn reserve_many(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        opts: ReserveOptions,
+    ) -> Result<Vec<Lease>, PortError> {
+        spool_ports::check_reserve_many(queues, max)?;
+        opts.validate()?;
+        let mut leases = Vec::new();
+        for q in queues {
+            let want = max - leases.len();
+            if want == 0 {
+                break;
+            }
+            let extra = vec![
+                Value::from(duration_millis(opts.lease).to_string()),
+                Value::from(opts.worker.as_ref().map_or("", |w| w.as_str()).to_owned()),
+                Value::from(want.to_string()),
+            ];
+            let (tag, rest) = self
+                .run(
+                    &self.shared.scripts.queue_reserve,
+                    q,
+                    None,
+                    extra,
+                    Ack::Primary,
+                )
+                .await?;
+            match tag.as_str() {
+                "ok" => {
+                    for task in rest {
+                        leases.push(task_from(q, Some(task))?.lease());
+                    }
+                }
+                "empty" => {}
+                other => return Err(corrupt(format!("reserve script tag {other}"))),
+            }
+        }
+        Ok(leases)
     }
 
     async fn heartbeat(
@@ -630,12 +671,64 @@ impl QueueStore for RedisQueue {
         names.dedup();
         futures::future::try_join_all(names.iter().map(|q| self.stats_one(q))).await
     }
+
+    async fn list(&self, queue: &QueueName, query: TaskQuery) -> Result<Vec<Task>, PortError> {
+        query.validate()?;
+        let (keys, base) = self.keys(queue, None);
+        let args = vec![
+            Value::from(base),
+            Value::from(self.retention_ms()),
+            Value::from(query.listing.as_str()),
+            Value::from(query.limit.to_string()),
+            Value::from(TaskQuery::MAX_SCAN.to_string()),
+        ];
+        let reply: Value = self
+            .shared
+            .scripts
+            .queue_list
+            .run(&self.shared.pool, keys, args)
+            .await?;
+        array(reply)?
+            .into_iter()
+            .map(|fields| task_from(queue, Some(fields)))
+            .collect()
+    }
+}
+
+/// The task an enqueue stored, from the spec sent and the script's `id, now, due` (the script
+/// returns only what the server decided, so no payload travels back or is parsed again).
+fn created_task(queue: &QueueName, spec: TaskSpec, reply: &[Value]) -> Result<Task, PortError> {
+    let [id, now, due] = reply else {
+        return Err(corrupt("enqueue reply: expected id, time and due time"));
+    };
+    let id = id
+        .as_str()
+        .and_then(|s| TaskId::parse(s.as_ref()).ok())
+        .ok_or_else(|| corrupt("enqueue reply: task id"))?;
+    let ms = |v: &Value, what: &str| {
+        int(v)
+            .and_then(|n| u64::try_from(n).ok())
+            .map(Timestamp::from_millis)
+            .ok_or_else(|| corrupt(format!("enqueue reply: {what}")))
+    };
+    let (now, due) = (ms(now, "time")?, ms(due, "due time")?);
+    let mut task = Task::new(id, queue.clone(), spec, now);
+    // The script's due time is what it stored (the same rule as Schedule::due_at).
+    if due > now {
+        task.status = TaskStatus::Scheduled;
+        task.scheduled_for = Some(due);
+    } else {
+        task.status = TaskStatus::Queued;
+        task.scheduled_for = None;
+    }
+    Ok(task)
 }
 
 /// Builds a [`Task`] from its hash.
 fn task_from(queue: &QueueName, reply: Option<Value>) -> Result<Task, PortError> {
-    let f = fields(reply.ok_or_else(|| corrupt("task reply without fields"))?)?;
-    let get = |k: &str| f.get(k).map(String::as_str);
+    let items = array(reply.ok_or_else(|| corrupt("task reply without fields"))?)?;
+    let f = fields(&items)?;
+    let get = |k: &str| f.get(k).map(|v| v.as_ref());
     let need = |k: &str| get(k).ok_or_else(|| corrupt(format!("task field {k} missing")));
     let num = |k: &str| -> Result<u64, PortError> {
         need(k)?

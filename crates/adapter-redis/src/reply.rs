@@ -1,5 +1,6 @@
 //! Small readers for script replies.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use fred::types::Value;
@@ -49,16 +50,20 @@ pub(crate) fn tagged(v: Value) -> Result<(String, Vec<Value>), PortError> {
     Ok((tag, items.collect()))
 }
 
-/// A flat `HGETALL`-style array as a map.
-pub(crate) fn fields(v: Value) -> Result<HashMap<String, String>, PortError> {
-    let items = array(v)?;
+/// A flat `HGETALL`-style array as a map, borrowing the names and values from `items` (a task
+/// is parsed on every queue transition: no string is copied).
+pub(crate) fn fields(items: &[Value]) -> Result<HashMap<Cow<'_, str>, Cow<'_, str>>, PortError> {
     if items.len() % 2 != 0 {
         return Err(corrupt("odd field list"));
     }
     let mut map = HashMap::with_capacity(items.len() / 2);
     for pair in items.chunks_exact(2) {
-        let k = text(&pair[0]).ok_or_else(|| corrupt("field name is not text"))?;
-        let v = text(&pair[1]).ok_or_else(|| corrupt(format!("field {k} is not text")))?;
+        let k = pair[0]
+            .as_str()
+            .ok_or_else(|| corrupt("field name is not text"))?;
+        let v = pair[1]
+            .as_str()
+            .ok_or_else(|| corrupt(format!("field {k} is not text")))?;
         map.insert(k, v);
     }
     Ok(map)

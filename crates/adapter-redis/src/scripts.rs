@@ -13,11 +13,11 @@
 use fred::clients::Pool;
 use fred::interfaces::LuaInterface;
 use fred::types::scripts::Script;
-use fred::types::{FromValue, Value};
+use fred::types::{FromValue, Key, Value};
 use spool_ports::PortError;
 
 use crate::error::classify;
-use crate::keys::slot;
+use crate::keys::{hashed_part, slot};
 use crate::wake::WakeChannels;
 
 /// Queue scripts share a prelude (keys, time, maintenance); it is prepended at compile time.
@@ -57,11 +57,16 @@ impl LuaScript {
     /// # Errors
     /// `Internal` when they span several slots (a layout bug) or there are none.
     pub(crate) fn slot_of(&self, keys: &[String]) -> Result<u16, PortError> {
-        let mut slots = keys.iter().map(|k| slot(k.as_bytes()));
-        let first = slots.next().ok_or_else(|| {
+        let (head, rest) = keys.split_first().ok_or_else(|| {
             PortError::internal(format!("script {} called without keys", self.name))
         })?;
-        if slots.any(|s| s != first) {
+        let tag = hashed_part(head.as_bytes());
+        let first = slot(tag);
+        // Keys of one script share their hash tag: compare the tags, CRC only the odd one out.
+        if rest.iter().any(|k| {
+            let other = hashed_part(k.as_bytes());
+            other != tag && slot(other) != first
+        }) {
             return Err(PortError::internal(format!(
                 "script {} would touch keys of several hash slots",
                 self.name
@@ -79,6 +84,9 @@ impl LuaScript {
         args: Vec<Value>,
     ) -> Result<R, PortError> {
         self.slot_of(&keys)?;
+        // As fred keys (shared bytes) the copies kept for a NOSCRIPT retry cost no allocation
+        // per key.
+        let keys: Vec<Key> = keys.into_iter().map(Key::from).collect();
         let sha = self.script.sha1().clone();
         match client
             .evalsha::<Value, _, _, _>(sha, keys.clone(), args.clone())
@@ -131,6 +139,7 @@ pub(crate) struct Scripts {
     pub(crate) queue_requeue: LuaScript,
     pub(crate) queue_get: LuaScript,
     pub(crate) queue_stats: LuaScript,
+    pub(crate) queue_list: LuaScript,
     pub(crate) progress_start: LuaScript,
     pub(crate) progress_update: LuaScript,
     pub(crate) progress_read: LuaScript,
@@ -186,6 +195,7 @@ impl Scripts {
             ),
             queue_get: LuaScript::new("queue_get", queue_script!("queue_get.lua"), wake),
             queue_stats: LuaScript::new("queue_stats", queue_script!("queue_stats.lua"), wake),
+            queue_list: LuaScript::new("queue_list", queue_script!("queue_list.lua"), wake),
             progress_start: LuaScript::new(
                 "progress_start",
                 include_str!("../lua/progress_start.lua"),
@@ -204,7 +214,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&LuaScript; 17] {
+    fn all(&self) -> [&LuaScript; 18] {
         [
             &self.cache_set,
             &self.cache_delete,
@@ -220,6 +230,7 @@ impl Scripts {
             &self.queue_requeue,
             &self.queue_get,
             &self.queue_stats,
+            &self.queue_list,
             &self.progress_start,
             &self.progress_update,
             &self.progress_read,

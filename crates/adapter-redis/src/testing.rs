@@ -11,7 +11,9 @@
 //! 3. otherwise it panics with how to get one (testcontainers is not used).
 //!
 //! Tests isolate themselves with [`unique_prefix`], so they run in parallel on one server.
-//! Tests that need a server of their own (restart, ACL, TLS) use [`RedisServer::spawn_with`].
+//! Tests that need a server of their own (restart, ACL, TLS) use [`RedisServer::spawn_with`];
+//! tests of a production configuration file (`deploy/redis.conf`) use
+//! [`RedisServer::spawn_with_config`].
 //!
 //! ## Redis Cluster
 //!
@@ -59,6 +61,7 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     args: Vec<String>,
+    config_file: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -77,6 +80,21 @@ impl RedisServer {
     /// # Errors
     /// As for [`RedisServer::spawn`].
     pub fn spawn_with(args: &[&str]) -> Result<Self, String> {
+        Self::spawn_from(None, args)
+    }
+
+    /// Spawns `redis-server <config> --port <free> --bind 127.0.0.1 --dir <temp dir>
+    /// --logfile redis.log <args>`: the file's settings (persistence included) apply, except
+    /// where the harness or `args` override them. Readiness counts a `NOAUTH` answer as up,
+    /// so the file may disable the `default` user.
+    ///
+    /// # Errors
+    /// As for [`RedisServer::spawn`], or when the server refuses the file.
+    pub fn spawn_with_config(config: &Path, args: &[&str]) -> Result<Self, String> {
+        Self::spawn_from(Some(config.to_path_buf()), args)
+    }
+
+    fn spawn_from(config_file: Option<PathBuf>, args: &[&str]) -> Result<Self, String> {
         let binary = find_binary().ok_or_else(|| HOW_TO_GET_REDIS.to_owned())?;
         let mut last_err = String::new();
         for _ in 0..5 {
@@ -85,6 +103,7 @@ impl RedisServer {
                 port,
                 dir: tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?,
                 args: args.iter().map(|s| (*s).to_owned()).collect(),
+                config_file: config_file.clone(),
                 child: None,
             };
             match server.start_with(&binary) {
@@ -157,22 +176,20 @@ impl RedisServer {
         // watchdog stops the server. Only in the second case does it also remove the
         // directory, which no `Drop` will remove then.
         let watchdog = r#"dir="$1"; bin="$2"; shift 2; "$bin" "$@" & rs=$!; read _line; kept=$?; kill "$rs" 2>/dev/null; wait "$rs"; [ "$kept" = 0 ] || rm -rf "$dir""#;
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(watchdog)
             .arg("sh")
             .arg(&dir)
-            .arg(binary)
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .arg(binary);
+        match &self.config_file {
+            // The file must come first; its persistence settings stay in force.
+            Some(file) => command.arg(file),
+            None => command.args(["--save", "", "--appendonly", "no"]),
+        };
+        let mut child = command
+            .args(["--port", &port, "--bind", "127.0.0.1"])
             .args(["--dir", &dir, "--logfile", "redis.log"])
             .args(&self.args)
             .stdin(Stdio::piped())
@@ -243,7 +260,8 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-/// Whether a plain server answers `PING` on `port`.
+/// Whether a plain server answers `PING` on `port` (`NOAUTH` counts: the server is up, its
+/// `default` user is off).
 fn ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -253,7 +271,7 @@ fn ping(port: u16) -> bool {
         return false;
     }
     let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
 }
 
 /// The server every test of this process shares: `SPOOL_TEST_REDIS_URL` or a spawned one.

@@ -167,7 +167,7 @@ async fn acl_user_right_password_works_wrong_one_is_a_configuration_error() {
     std::fs::write(&pw_file, "right-horse\n").unwrap();
     let right = config(server.url(), &prefix).credentials(
         Some("spool-app".into()),
-        Some(Secret::from_file(&pw_file).unwrap()),
+        Some(spool_adapter_redis::secret_from_file(&pw_file).unwrap()),
     );
     let backend = RedisBackend::connect(right).await.unwrap();
     exercise(&backend, "acl").await;

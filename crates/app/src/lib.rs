@@ -36,9 +36,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod resilience;
 pub mod services;
@@ -52,3 +54,8 @@ pub use services::{
 };
 pub use wiring::{memory_backends, redis_backends, Backends, Spool, WiringError};
 pub use worker::{HandlerError, TaskContext, WorkerBuilder, WorkerRuntime};
+
+/// The README's Rust examples, compiled (and run where not `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;

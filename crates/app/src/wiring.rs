@@ -195,6 +195,8 @@ impl Spool {
         config: &Config,
         settings: Settings,
     ) -> Result<Spool, WiringError> {
+        // Encryption sits above the resilience layer: Redis and the fallback see ciphertext.
+        let backends = settings.encryption.wrap(backends);
         let cache = CacheManager::new(backends.cache, settings.cache.clone());
         let limiter = RateLimiter::new(backends.limiter, settings.rate_limits.clone())?;
         let queue = QueueManager::new(backends.queue, settings.queues.clone());
@@ -322,7 +324,12 @@ mod tests {
         let kind = spool_domain::names::TaskKind::parse("wired").unwrap();
         let enqueued = spool
             .queue()
-            .enqueue(&queue, &kind, &serde_json::json!({"n": 1}), Default::default())
+            .enqueue(
+                &queue,
+                &kind,
+                &serde_json::json!({"n": 1}),
+                Default::default(),
+            )
             .await
             .unwrap();
         let id = enqueued.task().id;

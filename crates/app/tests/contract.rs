@@ -518,7 +518,9 @@ fn contract_rate_limits_answer_429_with_every_header() {
     let r = s.get("/v1/queues");
     assert_error(&r, 429, "rate_limited");
     let retry_after: u64 = r.header("retry-after").parse().expect("whole seconds");
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // The sliding-window counter weighs the previous window: the wait can pass one window
+    // (up to two when the requests came late in the current one), never more.
+    assert!((1..=120).contains(&retry_after), "{retry_after}");
     assert_eq!(r.header("x-ratelimit-remaining"), "0");
     assert!(!r.header("x-correlation-id").is_empty());
 }

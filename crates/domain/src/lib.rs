@@ -22,6 +22,7 @@ pub mod limit;
 pub mod limits;
 pub mod names;
 pub mod progress;
+pub mod secret;
 pub mod task;
 pub mod time;
 

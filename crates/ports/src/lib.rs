@@ -45,5 +45,8 @@ pub use error::{BoxError, PortError};
 pub use health::{BackendHealth, Health};
 pub use limiter::RateLimitStore;
 pub use progress::{EventStream, ProgressStore};
-pub use queue::{Enqueued, QueueStore, ReserveOptions};
+pub use queue::{
+    check_reserve_many, Enqueued, QueueStore, ReserveOptions, TaskListing, TaskQuery,
+    RESERVE_MANY_MAX,
+};
 pub use spool_domain as domain;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spool_domain::names::{QueueName, TaskId, WorkerId};
-use spool_domain::task::{Failure, Lease, LeaseToken, QueueStats, Task, TaskSpec};
+use spool_domain::task::{Failure, Lease, LeaseToken, QueueStats, Task, TaskSpec, TaskStatus};
 
 use crate::PortError;
 
@@ -32,6 +32,26 @@ impl Enqueued {
             Enqueued::Created(t) | Enqueued::Duplicate(t) => t,
         }
     }
+}
+
+/// Most tasks one [`QueueStore::reserve_many`] call takes.
+pub const RESERVE_MANY_MAX: usize = 1_000;
+
+/// The argument checks of [`QueueStore::reserve_many`], for stores that implement it.
+///
+/// # Errors
+/// `Invalid` naming `queues` (none given) or `max` (outside `1..=`[`RESERVE_MANY_MAX`]).
+pub fn check_reserve_many(queues: &[QueueName], max: usize) -> Result<(), PortError> {
+    if queues.is_empty() {
+        return Err(PortError::invalid("queues", "name at least one queue"));
+    }
+    if max == 0 || max > RESERVE_MANY_MAX {
+        return Err(PortError::invalid(
+            "max",
+            format!("{max} is outside 1..={RESERVE_MANY_MAX}"),
+        ));
+    }
+    Ok(())
 }
 
 /// How to reserve.
@@ -87,6 +107,135 @@ impl ReserveOptions {
     }
 }
 
+/// Which tasks [`QueueStore::list`] returns, and in what order.
+///
+/// | listing | statuses | order |
+/// |---|---|---|
+/// | `Queued` | `queued` | the order `reserve` takes them: highest priority first, FIFO within one |
+/// | `Scheduled` | `scheduled` (delayed) | soonest due first |
+/// | `Retrying` | `failed` (awaiting a retry) | soonest retry first |
+/// | `Running` | `running` | soonest lease expiry first |
+/// | `Succeeded`, `Dead`, `Cancelled` | that one | newest finished first |
+/// | `Finished` | `succeeded`, `dead`, `cancelled` | newest finished first |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskListing {
+    /// Ready tasks, in reservation order.
+    Queued,
+    /// Delayed tasks, soonest due first.
+    Scheduled,
+    /// Tasks that failed an attempt and wait for their retry, soonest first.
+    Retrying,
+    /// Tasks under a lease, soonest expiry first.
+    Running,
+    /// Succeeded tasks, newest first.
+    Succeeded,
+    /// Dead-lettered tasks, newest first.
+    Dead,
+    /// Cancelled tasks, newest first.
+    Cancelled,
+    /// Every finished task (succeeded, dead or cancelled), newest first.
+    Finished,
+}
+
+impl TaskListing {
+    /// Every listing.
+    pub const ALL: [TaskListing; 8] = [
+        TaskListing::Queued,
+        TaskListing::Scheduled,
+        TaskListing::Retrying,
+        TaskListing::Running,
+        TaskListing::Succeeded,
+        TaskListing::Dead,
+        TaskListing::Cancelled,
+        TaskListing::Finished,
+    ];
+
+    /// The wire name: the status name (`queued`, `scheduled`, `failed`, `running`,
+    /// `succeeded`, `dead`, `cancelled`), or `finished`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskListing::Queued => "queued",
+            TaskListing::Scheduled => "scheduled",
+            TaskListing::Retrying => "failed",
+            TaskListing::Running => "running",
+            TaskListing::Succeeded => "succeeded",
+            TaskListing::Dead => "dead",
+            TaskListing::Cancelled => "cancelled",
+            TaskListing::Finished => "finished",
+        }
+    }
+
+    /// Parses [`Self::as_str`] (and `retrying` for [`TaskListing::Retrying`]).
+    ///
+    /// # Errors
+    /// `Invalid` naming `status` and the accepted names.
+    pub fn parse(s: &str) -> Result<Self, PortError> {
+        if s == "retrying" {
+            return Ok(TaskListing::Retrying);
+        }
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| {
+                PortError::invalid(
+                    "status",
+                    "must be one of queued, scheduled, failed, running, succeeded, dead, \
+                     cancelled, finished",
+                )
+            })
+    }
+
+    /// Whether a task of `status` belongs to this listing.
+    pub fn includes(self, status: TaskStatus) -> bool {
+        match self {
+            TaskListing::Queued => status == TaskStatus::Queued,
+            TaskListing::Scheduled => status == TaskStatus::Scheduled,
+            TaskListing::Retrying => status == TaskStatus::Failed,
+            TaskListing::Running => status == TaskStatus::Running,
+            TaskListing::Succeeded => status == TaskStatus::Succeeded,
+            TaskListing::Dead => status == TaskStatus::Dead,
+            TaskListing::Cancelled => status == TaskStatus::Cancelled,
+            TaskListing::Finished => status.is_finished(),
+        }
+    }
+}
+
+/// What [`QueueStore::list`] returns: a listing and how many tasks at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Which tasks, in which order.
+    pub listing: TaskListing,
+    /// At most this many (`1 ..= MAX_LIMIT`).
+    pub limit: usize,
+}
+
+impl TaskQuery {
+    /// Largest `limit`.
+    pub const MAX_LIMIT: usize = 200;
+    /// `Scheduled` and `Retrying` tasks share one due-time index; a listing of either looks
+    /// at no more than this many of its soonest entries, so the work per call stays bounded.
+    pub const MAX_SCAN: usize = 1_000;
+
+    /// Up to `limit` tasks of `listing`.
+    pub fn new(listing: TaskListing, limit: usize) -> Self {
+        Self { listing, limit }
+    }
+
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    /// `Invalid` naming `limit` when it is 0 or over [`Self::MAX_LIMIT`].
+    pub fn validate(&self) -> Result<(), PortError> {
+        if self.limit == 0 || self.limit > Self::MAX_LIMIT {
+            return Err(PortError::invalid(
+                "limit",
+                format!("must be 1 ..= {}", Self::MAX_LIMIT),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Named queues with strict priorities, delays, leases with fencing tokens, retries with
 /// backoff, dead letters and bounded retention.
 ///
@@ -124,6 +273,36 @@ pub trait QueueStore: Send + Sync {
         queues: &[QueueName],
         opts: ReserveOptions,
     ) -> Result<Option<Lease>, PortError>;
+
+    /// Takes up to `max` ready tasks at once: what up to `max` non-waiting
+    /// [`QueueStore::reserve`] calls would take one after another (`opts.wait` is ignored), in
+    /// the same order — the first of `queues` with work first, then highest priority, FIFO
+    /// within one. Every task gets its own lease with its own fencing token, exactly as from
+    /// `reserve`. Returns fewer leases, or none, when fewer tasks are ready. A store SHOULD
+    /// do this in one round trip per queue; the default calls `reserve` up to `max` times.
+    ///
+    /// # Errors
+    /// `Invalid` for an empty `queues`, `max` outside `1..=`[`RESERVE_MANY_MAX`] or bad
+    /// options; `Unavailable`. Tasks this call had already leased when an error cut it short
+    /// are not lost: their leases expire and they are delivered again.
+    async fn reserve_many(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        opts: ReserveOptions,
+    ) -> Result<Vec<Lease>, PortError> {
+        check_reserve_many(queues, max)?;
+        opts.validate()?;
+        let opts = opts.wait(Duration::ZERO);
+        let mut leases = Vec::with_capacity(max.min(64));
+        while leases.len() < max {
+            match self.reserve(queues, opts.clone()).await? {
+                Some(lease) => leases.push(lease),
+                None => break,
+            }
+        }
+        Ok(leases)
+    }
 
     /// Extends the lease of `task` to now + `lease`.
     ///
@@ -193,10 +372,12 @@ pub trait QueueStore: Send + Sync {
     /// `Conflict` when it already finished; `NotFound`; `Unavailable`.
     async fn cancel(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError>;
 
-    /// Puts a dead or cancelled task back in the queue with its attempts reset.
+    /// Puts a dead or cancelled task back in the queue with its attempts reset; it takes its
+    /// unique key (if any) back.
     ///
     /// # Errors
-    /// `Conflict` when it is not dead or cancelled; `NotFound`; `Unavailable`.
+    /// `Conflict` when it is not dead or cancelled, or when another live task now holds its
+    /// unique key (two live tasks MUST never share one); `NotFound`; `Unavailable`.
     async fn requeue(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError>;
 
     /// Reads a task; `None` when unknown or past retention.
@@ -211,4 +392,22 @@ pub trait QueueStore: Send + Sync {
     /// # Errors
     /// `Unavailable`.
     async fn stats(&self, queues: &[QueueName]) -> Result<Vec<QueueStats>, PortError>;
+
+    /// Lists up to `query.limit` tasks of `queue` that belong to `query.listing`, in the
+    /// listing's order (see [`TaskListing`]). Like [`Self::get`], the queue's maintenance
+    /// comes first (due tasks become ready, expired leases are reclaimed), so every listed
+    /// task MUST show the status any worker would act on, and MUST belong to the listing.
+    /// Finished tasks MUST appear only within their retention. Tasks finished at the same
+    /// instant come in an unspecified order.
+    ///
+    /// The work per call MUST be bounded by the limit: `Queued`, `Running` and the finished
+    /// listings read at most `limit` entries of their index (`Finished`: of each of the three);
+    /// `Scheduled` and `Retrying` share one due-time index and look at no more than its
+    /// [`TaskQuery::MAX_SCAN`] soonest entries, so a task due after those MAY be missing.
+    /// An unknown queue lists nothing. One round trip.
+    ///
+    /// # Errors
+    /// `Invalid` naming `limit` when it is 0 or over [`TaskQuery::MAX_LIMIT`];
+    /// `Unavailable` when the backend cannot answer.
+    async fn list(&self, queue: &QueueName, query: TaskQuery) -> Result<Vec<Task>, PortError>;
 }

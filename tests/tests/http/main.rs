@@ -10,6 +10,7 @@ mod operations;
 mod queues;
 mod security;
 mod sse;
+mod task_lists;
 
 use reqwest::Response;
 use serde_json::Value;

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use spool_domain::limits::StoreLimits;
 use spool_domain::names::{QueueName, TaskId};
 use spool_domain::task::{Failure, Lease, LeaseToken, QueueStats, Task, TaskSpec};
-use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions};
+use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions, TaskQuery};
 use tokio::time::Instant;
 
 use crate::Clock;
@@ -202,6 +202,11 @@ impl QueueStore for MemoryQueue {
     async fn stats(&self, queues: &[QueueName]) -> Result<Vec<QueueStats>, PortError> {
         checks::queues(queues, AllowEmpty::Yes, self.max_batch)?;
         Ok(self.step(|s, now| s.stats(queues, now)))
+    }
+
+    async fn list(&self, queue: &QueueName, query: TaskQuery) -> Result<Vec<Task>, PortError> {
+        query.validate()?;
+        Ok(self.step(|s, now| s.list(queue, query, now)))
     }
 }
 

@@ -20,6 +20,7 @@ use spool_domain::names::{TaskId, UniqueKey};
 use spool_domain::task::{QueueStats, Task, TaskStatus, TransitionError};
 use spool_domain::time::duration_millis;
 use spool_domain::Timestamp;
+use spool_ports::{TaskListing, TaskQuery};
 
 /// Where a task is indexed; the exact key, so detaching removes precisely that entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,8 @@ pub(super) struct QueueState {
     scheduled: BTreeMap<(Timestamp, u64), TaskId>,
     running: BTreeMap<(Timestamp, u64), TaskId>,
     finished: BTreeMap<(Timestamp, u64), TaskId>,
+    /// `finished` split by status (succeeded, dead, cancelled), for bounded listings.
+    finished_by: [BTreeMap<(Timestamp, u64), TaskId>; 3],
     unique: HashMap<UniqueKey, TaskId>,
     counts: [u64; TaskStatus::ALL.len()],
     seq: u64,
@@ -94,7 +97,57 @@ fn status_index(s: TaskStatus) -> usize {
     }
 }
 
+/// The `finished_by` index of a finished status.
+fn finished_index(s: TaskStatus) -> Option<usize> {
+    match s {
+        TaskStatus::Succeeded => Some(0),
+        TaskStatus::Dead => Some(1),
+        TaskStatus::Cancelled => Some(2),
+        _ => None,
+    }
+}
+
 impl QueueState {
+    /// Up to `limit` tasks of `listing` in its order ([`TaskListing`]); bounded by `limit`
+    /// (and [`TaskQuery::MAX_SCAN`] for the shared due-time index).
+    pub(super) fn list(&self, listing: TaskListing, limit: usize) -> Vec<Task> {
+        let pick = |id: &TaskId| self.get(id).cloned();
+        let finished_of = |status| {
+            finished_index(status)
+                .map(|i| {
+                    self.finished_by[i]
+                        .values()
+                        .rev()
+                        .take(limit)
+                        .filter_map(pick)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        match listing {
+            TaskListing::Queued => self.ready.values().take(limit).filter_map(pick).collect(),
+            TaskListing::Running => self.running.values().take(limit).filter_map(pick).collect(),
+            TaskListing::Scheduled | TaskListing::Retrying => self
+                .scheduled
+                .values()
+                .take(TaskQuery::MAX_SCAN)
+                .filter_map(pick)
+                .filter(|t| listing.includes(t.status))
+                .take(limit)
+                .collect(),
+            TaskListing::Succeeded => finished_of(TaskStatus::Succeeded),
+            TaskListing::Dead => finished_of(TaskStatus::Dead),
+            TaskListing::Cancelled => finished_of(TaskStatus::Cancelled),
+            TaskListing::Finished => self
+                .finished
+                .values()
+                .rev()
+                .take(limit)
+                .filter_map(pick)
+                .collect(),
+        }
+    }
+
     /// The task, if held (finished tasks past retention are gone after [`Self::maintain`]).
     pub(super) fn get(&self, id: &TaskId) -> Option<&Task> {
         self.tasks.get(id).map(|e| &e.task)
@@ -170,8 +223,11 @@ impl QueueState {
             if at.saturating_add(retention) > now {
                 break;
             }
-            self.finished.pop_first();
+            let entry = self.finished.pop_first();
             if let Some(e) = self.tasks.remove(&id) {
+                if let (Some(i), Some((key, _))) = (finished_index(e.task.status), entry) {
+                    self.finished_by[i].remove(&key);
+                }
                 let n = &mut self.counts[status_index(e.task.status)];
                 *n = n.saturating_sub(1);
             }
@@ -267,6 +323,9 @@ impl QueueState {
             }
             Slot::Finished { at, seq } => {
                 self.finished.insert((at, seq), t.id);
+                if let Some(i) = finished_index(t.status) {
+                    self.finished_by[i].insert((at, seq), t.id);
+                }
             }
         }
         slot
@@ -293,6 +352,9 @@ impl QueueState {
             }
             Slot::Finished { at, seq } => {
                 self.finished.remove(&(at, seq));
+                if let Some(i) = finished_index(task.status) {
+                    self.finished_by[i].remove(&(at, seq));
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use spool_domain::names::{QueueName, TaskId, WorkerId};
 use spool_domain::task::{Failure, Lease, LeaseToken, QueueStats, Task, TaskSpec, TransitionError};
 use spool_domain::Timestamp;
-use spool_ports::{Enqueued, PortError};
+use spool_ports::{Enqueued, PortError, TaskQuery};
 
 use super::state::QueueState;
 
@@ -281,6 +281,17 @@ impl Store {
     /// Reads a task still held at `now`.
     pub(super) fn get(&mut self, queue: &QueueName, id: TaskId, now: Timestamp) -> Option<Task> {
         self.touch(queue, now, |st| st.get(&id).cloned()).flatten()
+    }
+
+    /// Up to `query.limit` tasks of `query.listing` in `queue`, after maintenance at `now`.
+    pub(super) fn list(
+        &mut self,
+        queue: &QueueName,
+        query: TaskQuery,
+        now: Timestamp,
+    ) -> Vec<Task> {
+        self.touch(queue, now, |st| st.list(query.listing, query.limit))
+            .unwrap_or_default()
     }
 
     /// Depth per status of `queues` (every known queue when empty), sorted by name.

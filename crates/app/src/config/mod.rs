@@ -69,6 +69,7 @@
 //! ```
 
 mod cache;
+mod encryption;
 pub mod env;
 mod http;
 mod limits;
@@ -91,6 +92,7 @@ use spool_domain::names::{KeyPrefix, QueueName};
 use spool_ports::limiter::MAX_CHECKS;
 
 pub use cache::{CacheConfig, CachePolicyConfig};
+pub use encryption::{EncryptionConfig, EncryptionKeyConfig};
 pub use env::{EnvLayer, EnvProvider};
 pub use http::{ApiKeyConfig, HttpConfig, IpNetwork};
 pub use limits::LimitsConfig;
@@ -99,7 +101,7 @@ pub use rate_limit_spec::{parse_rate_limits, render_rate_limits, RateLimitSpecEr
 pub use rate_limits::RateLimitConfig;
 pub use redis::RedisConfig;
 pub use resilience::{BreakerConfig, ResilienceConfig, RetryConfig};
-pub use serde_util::Secret;
+pub use spool_domain::secret::Secret;
 pub use telemetry::{LogFormat, TelemetryConfig, WorkerConfig};
 
 use crate::services::{CacheSettings, QueuePolicies, RatePolicy};
@@ -149,6 +151,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The worker process.
     pub worker: WorkerConfig,
+    /// Encryption at rest of sensitive values (keys, sensitive caches and queues).
+    pub encryption: EncryptionConfig,
 }
 
 /// The validated, domain-typed form of a [`Config`], what the services are built from.
@@ -166,6 +170,8 @@ pub struct Settings {
     pub rate_limits: Vec<RatePolicy>,
     /// Per-queue settings.
     pub queues: QueuePolicies,
+    /// What is encrypted at rest, and the keys.
+    pub encryption: crate::crypto::EncryptionSettings,
 }
 
 /// A setting that could not be read or is not acceptable.
@@ -334,6 +340,7 @@ impl Config {
         self.worker.validate("worker")?;
         let limits = self.limits.store_limits();
         let cache = self.cache.settings("cache", limits.max_ttl)?;
+        let encryption = self.encryption.settings("encryption")?;
 
         if self.rate_limits.len() > MAX_CHECKS {
             return Err(ConfigError::invalid(
@@ -375,6 +382,7 @@ impl Config {
             cache,
             rate_limits,
             queues,
+            encryption,
         })
     }
 }

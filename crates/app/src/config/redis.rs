@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use spool_domain::names::KeyPrefix;
 
-use super::serde_util::{duration, lenient_opt_string, lenient_string, Secret};
+use super::serde_util::{duration, lenient_opt_string, lenient_string};
 use super::{ConfigError, Validate};
+use spool_domain::secret::Secret;
 
 /// `[redis]` settings. `Debug` hides the password and any password inside the URL.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -85,14 +86,14 @@ impl RedisConfig {
     ///
     /// # Errors
     /// `redis.password_file` when the file cannot be read.
-    pub fn resolve_password(&self) -> Result<Option<spool_adapter_redis::Secret>, ConfigError> {
+    pub fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
         if let Some(p) = &self.password {
-            return Ok(Some(spool_adapter_redis::Secret::new(p.expose())));
+            return Ok(Some(p.clone()));
         }
         let Some(path) = &self.password_file else {
             return Ok(None);
         };
-        spool_adapter_redis::Secret::from_file(path)
+        spool_adapter_redis::secret_from_file(path)
             .map(Some)
             .map_err(|e| ConfigError::invalid("redis.password_file", e.to_string()))
     }
@@ -310,6 +311,9 @@ mod tests {
             spool_adapter_redis::Topology::Cluster { ref seeds, .. } if seeds.len() == 2
         ));
         assert_eq!(adapter.replica_acks.map(|a| a.replicas), Some(1));
-        assert_eq!(c.redacted_url(), "cluster redis://10.0.0.1:7000,10.0.0.2:7000");
+        assert_eq!(
+            c.redacted_url(),
+            "cluster redis://10.0.0.1:7000,10.0.0.2:7000"
+        );
     }
 }

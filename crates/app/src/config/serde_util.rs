@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serializer};
 
 /// Parses a human-readable duration such as `"250ms"`, `"60s"`, `"5m"` or `"1h 30m"`.
 ///
@@ -148,41 +148,6 @@ pub fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Stri
     Option::<Wrap>::deserialize(d).map(|o| o.map(|w| w.0))
 }
 
-/// A secret setting (a password): never shown by `Debug` or `Serialize`, read with
-/// [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret text: pass it to the client that needs it, never to a log.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        lenient_string(d).map(Secret)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,15 +168,5 @@ mod tests {
         ] {
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }
-    }
-
-    #[test]
-    fn secrets_stay_hidden() {
-        let s = Secret::new("hunter2");
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
-        assert_eq!(s.expose(), "hunter2");
-        let back: Secret = serde_json::from_str("1234").unwrap();
-        assert_eq!(back.expose(), "1234");
     }
 }

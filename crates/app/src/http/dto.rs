@@ -143,6 +143,20 @@ pub struct StatsDto {
     pub queues: Vec<QueueStatsDto>,
 }
 
+/// `GET /v1/queues/{queue}/tasks`: one listing of a queue (extra endpoint, for the
+/// dashboard).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskListDto {
+    /// Queue name.
+    pub queue: String,
+    /// The listing: a status name, or `finished`.
+    pub status: String,
+    /// The limit applied.
+    pub limit: usize,
+    /// The tasks, in the listing's order.
+    pub tasks: Vec<TaskDto>,
+}
+
 /// One step of an `operation`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepDto {

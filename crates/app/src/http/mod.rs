@@ -22,6 +22,10 @@
 //! | `POST /v1/operations/{id}/progress` `{step?, fraction?, message?, state?}` | 200 operation | 404, 409 |
 //! | `GET /v1/operations/{id}` | 200 operation | 404 |
 //! | `GET /v1/operations/{id}/events` | 200 `text/event-stream` | 404, 429, 503 |
+//! | `GET /v1/queues/{queue}/tasks?status=S&limit=N` (extra) | 200 `{queue, status, limit, tasks}` | 400 |
+//! | `POST /v1/queues/{queue}/tasks/{id}/retry` (extra) | 200 task (a dead or cancelled task queued again) | 404, 409 |
+//! | `GET /v1/dashboard` (extra) | 200 `{session, backend, rate_limits}` | |
+//! | `GET /` (also `/?operation=<id>`) | 200 the web dashboard (see README) | |
 //!
 //! Every error is `{"error": {"code", "message"}}` ([`ApiError`]); every response carries
 //! `X-Correlation-ID` and the rate-limit headers of the policies that applied. Shapes are in
@@ -51,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+mod dashboard;
 pub mod dto;
 mod error;
 pub mod extract;

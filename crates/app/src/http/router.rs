@@ -18,7 +18,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use super::middleware::{
     AuthLayer, ClientIpLayer, CorrelationLayer, HttpMetricsLayer, RateLimitLayer,
 };
-use super::routes::{cache, health, metrics, operations, queues};
+use super::routes::{cache, dashboard, health, metrics, operations, queues};
 use super::{sse, ApiError, AppState};
 
 /// `X-User-ID`: the user of per-user limits, believed only while no API key is configured.
@@ -78,7 +78,12 @@ pub fn router(state: AppState) -> Router {
                 .delete(cache::delete_invalidate_key),
         )
         .route("/v1/queues", get(queues::stats))
-        .route("/v1/queues/{queue}/tasks", post(queues::enqueue))
+        .route(
+            "/v1/queues/{queue}/tasks",
+            post(queues::enqueue).get(queues::list),
+        )
+        .route("/v1/queues/{queue}/tasks/{id}/retry", post(queues::retry))
+        .route("/v1/dashboard", get(dashboard::overview))
         .route(
             "/v1/queues/{queue}/tasks/{id}",
             get(queues::get).delete(queues::cancel),
@@ -108,12 +113,20 @@ pub fn router(state: AppState) -> Router {
     let v1 = timed
         .merge(untimed)
         .route_layer(limit)
-        .route_layer(AuthLayer::new(options.api_keys.clone()));
+        .route_layer(AuthLayer::new(options.api_keys.clone()))
+        // Outside auth, so refusals (401 / 403 / 429 / 400) are audited too.
+        .route_layer(from_fn_with_state(
+            options.api_keys.clone(),
+            crate::audit::http_audit,
+        ));
 
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/style.css", get(dashboard::style))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -14,7 +14,7 @@ use spool_domain::names::{QueueName, TaskId};
 use spool_domain::task::{
     Failure, Lease, LeaseToken, MaxAttempts, QueueStats, Schedule, Task, TaskSpec, TaskStatus,
 };
-use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions};
+use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions, TaskListing, TaskQuery};
 
 use super::guard::{CallError, Guard};
 use super::status::{ResilienceStatus, Service};
@@ -657,5 +657,55 @@ impl QueueStore for ResilientQueue {
             }
             Err(e) => Err(e.into_port_error()),
         }
+    }
+
+    async fn list(&self, queue: &QueueName, query: TaskQuery) -> Result<Vec<Task>, PortError> {
+        query.validate()?;
+        match self.guard.call(|| self.primary.list(queue, query)).await {
+            Ok(tasks) if self.has_local() => {
+                let local = self.local.list(queue, query).await?;
+                Ok(self.merge_listing(queue, query, tasks, local))
+            }
+            Ok(tasks) => Ok(tasks),
+            Err(e) if e.wants_fallback() => {
+                self.degraded(&e);
+                self.local.list(queue, query).await
+            }
+            Err(e) => Err(e.into_port_error()),
+        }
+    }
+}
+
+impl ResilientQueue {
+    /// The primary's listing plus the tasks the local store answers for (not the cancelled
+    /// copies of tasks handed over or being handed over), in the listing's order by the
+    /// tasks' own times (queued: by priority, the primary's first), cut to the limit.
+    fn merge_listing(
+        &self,
+        queue: &QueueName,
+        query: TaskQuery,
+        mut tasks: Vec<Task>,
+        local: Vec<Task>,
+    ) -> Vec<Task> {
+        let seen: BTreeSet<TaskId> = tasks.iter().map(|t| t.id).collect();
+        tasks.extend(local.into_iter().filter(|t| {
+            !seen.contains(&t.id)
+                && matches!(self.locate(queue, t.id), Some(Where::Local | Where::Pinned))
+        }));
+        match query.listing {
+            TaskListing::Queued => tasks.sort_by_key(|t| std::cmp::Reverse(t.priority)),
+            TaskListing::Scheduled | TaskListing::Retrying => {
+                tasks.sort_by_key(|t| t.scheduled_for);
+            }
+            TaskListing::Running => tasks.sort_by_key(|t| t.lease_expires_at),
+            TaskListing::Succeeded
+            | TaskListing::Dead
+            | TaskListing::Cancelled
+            | TaskListing::Finished => {
+                tasks.sort_by_key(|t| std::cmp::Reverse(t.finished_at));
+            }
+        }
+        tasks.truncate(query.limit);
+        tasks
     }
 }

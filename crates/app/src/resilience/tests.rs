@@ -32,7 +32,7 @@ use spool_domain::task::{
 use spool_domain::Timestamp;
 use spool_ports::{
     BackendHealth, CacheStore, Enqueued, EventStream, Health, PortError, ProgressStore, QueueStore,
-    RateLimitStore, ReserveOptions,
+    RateLimitStore, ReserveOptions, TaskQuery,
 };
 
 use super::*;
@@ -744,6 +744,10 @@ impl QueueStore for FlakyQueue {
     async fn stats(&self, queues: &[QueueName]) -> Result<Vec<QueueStats>, PortError> {
         self.sw.before()?;
         self.inner.stats(queues).await
+    }
+    async fn list(&self, queue: &QueueName, query: TaskQuery) -> Result<Vec<Task>, PortError> {
+        self.sw.before()?;
+        self.inner.list(queue, query).await
     }
 }
 

@@ -35,6 +35,13 @@ impl CacheName {
     /// `invalid cache name: ...` saying what is wrong.
     pub fn parse(s: impl Into<String>) -> Result<Self, ValidationError> {
         let s = s.into();
+        Self::check(&s)?;
+        Ok(Self(s))
+    }
+
+    /// What [`CacheName::parse`] checks, without taking ownership (the hot path of every
+    /// typed cache call validates the name without allocating).
+    fn check(s: &str) -> Result<(), ValidationError> {
         if s.is_empty() || s.len() > Self::MAX_LEN {
             return Err(ValidationError::new(
                 "cache name",
@@ -50,7 +57,7 @@ impl CacheName {
                 format!("character {bad:?} is not allowed; use a-z, 0-9, _ and -"),
             ));
         }
-        Ok(Self(s))
+        Ok(())
     }
 
     /// The name.
@@ -173,14 +180,21 @@ impl CacheManager {
     /// # Errors
     /// `Invalid` naming `cache name` or `cache key`.
     pub fn key(&self, project: &ProjectId, name: &str, key: &str) -> Result<ScopedKey, PortError> {
-        let name = CacheName::parse(name)?;
-        let key = CacheKey::parse(format!("{name}:{key}"))?;
+        CacheName::check(name)?;
+        let mut full = String::with_capacity(name.len() + 1 + key.len());
+        full.push_str(name);
+        full.push(':');
+        full.push_str(key);
+        let key = CacheKey::parse(full)?;
         Ok(ScopedKey::new(project.clone(), key))
     }
 
     /// The TTL policy of `name` (the default policy when it has none).
     pub fn policy(&self, name: &str) -> TtlPolicy {
         let s = &self.inner.settings;
+        if s.names.is_empty() {
+            return s.default;
+        }
         CacheName::parse(name)
             .ok()
             .and_then(|n| s.names.get(&n).copied())

@@ -12,7 +12,7 @@ use spool_domain::progress::{EventId, Operation, OperationSpec, ProgressEvent, P
 use spool_domain::task::{Failure, Lease, LeaseToken, QueueStats, Task, TaskSpec};
 use spool_ports::{
     BackendHealth, CacheEntry, CacheStore, Enqueued, EventStream, Health, PortError, ProgressStore,
-    QueueStore, RateLimitStore, ReserveOptions,
+    QueueStore, RateLimitStore, ReserveOptions, TaskQuery,
 };
 
 mockall::mock! {
@@ -50,6 +50,7 @@ mockall::mock! {
         async fn requeue(&self, queue: &QueueName, task: TaskId) -> Result<Task, PortError>;
         async fn get(&self, queue: &QueueName, task: TaskId) -> Result<Option<Task>, PortError>;
         async fn stats(&self, queues: &[QueueName]) -> Result<Vec<QueueStats>, PortError>;
+        async fn list(&self, queue: &QueueName, query: TaskQuery) -> Result<Vec<Task>, PortError>;
     }
 }
 

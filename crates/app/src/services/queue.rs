@@ -12,7 +12,7 @@ use spool_domain::names::{CorrelationId, QueueName, TaskId, TaskKind, UniqueKey}
 use spool_domain::task::{
     Failure, Lease, LeaseToken, MaxAttempts, Priority, QueueStats, Schedule, Task, TaskSpec,
 };
-use spool_ports::{Enqueued, QueueStore, ReserveOptions};
+use spool_ports::{Enqueued, QueueStore, ReserveOptions, TaskQuery};
 
 use super::ServiceError;
 
@@ -327,6 +327,20 @@ impl QueueManager {
         Ok(self.inner.store.stats(queues).await?)
     }
 
+    /// Up to `query.limit` tasks of `queue` in `query.listing`, in the listing's order (see
+    /// [`QueueStore::list`]): what the dashboard shows.
+    ///
+    /// # Errors
+    /// `Invalid` limit; port errors.
+    #[tracing::instrument(name = "queue.list", skip_all, fields(queue = %queue, listing = query.listing.as_str()))]
+    pub async fn list(
+        &self,
+        queue: &QueueName,
+        query: TaskQuery,
+    ) -> Result<Vec<Task>, ServiceError> {
+        Ok(self.inner.store.list(queue, query).await?)
+    }
+
     /// Reserves the next ready task of the first of `queues` that has one, waiting up to
     /// `opts.wait`.
     ///
@@ -344,6 +358,23 @@ impl QueueManager {
             record_correlation(l.task.correlation_id.as_ref());
         }
         Ok(lease)
+    }
+
+    /// Reserves up to `max` ready tasks at once, each under its own lease (see
+    /// [`QueueStore::reserve_many`]); never waits.
+    ///
+    /// # Errors
+    /// `Invalid` arguments; port errors.
+    #[tracing::instrument(name = "queue.reserve_many", skip_all, fields(max = max, reserved = tracing::field::Empty))]
+    pub async fn reserve_many(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        opts: ReserveOptions,
+    ) -> Result<Vec<Lease>, ServiceError> {
+        let leases = self.inner.store.reserve_many(queues, max, opts).await?;
+        tracing::Span::current().record("reserved", leases.len());
+        Ok(leases)
     }
 
     /// Extends a lease.

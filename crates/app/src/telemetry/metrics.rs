@@ -99,6 +99,7 @@ struct Instruments {
     queue_oldest_waiting: Gauge<f64>,
     breaker_state: Gauge<i64>,
     degraded: Gauge<u64>,
+    backend_latency: Gauge<f64>,
     http_requests: Counter<u64>,
     http_duration: Histogram<f64>,
     sse_streams: UpDownCounter<i64>,
@@ -123,6 +124,7 @@ struct Inner {
 /// | `spool_queue_oldest_waiting_seconds` (gauge) | `queue` | [`Metrics::record_queue_stats`] |
 /// | `spool_breaker_state` (gauge: 0 closed, 1 half-open, 2 open) | `breaker` | [`Metrics::set_breaker_state`] |
 /// | `spool_degraded` (gauge: 1 while on the fallback) | `service` | [`Metrics::set_service_mode`] |
+/// | `spool_backend_latency_seconds` (gauge) | `backend` | [`Metrics::record_backend_latency`]: the backend health check's round trip, on every `/health/ready` and `/metrics` scrape (the last successful one) |
 /// | `spool_http_requests_total`, `spool_http_request_duration_seconds` | `method`, `route`, `status` | the HTTP router |
 /// | `spool_sse_streams` (gauge) | — | open SSE streams |
 ///
@@ -262,6 +264,11 @@ impl Metrics {
             degraded: meter
                 .u64_gauge("spool.degraded")
                 .with_description("1 while a service runs on its local fallback")
+                .build(),
+            backend_latency: meter
+                .f64_gauge("spool.backend.latency")
+                .with_unit("s")
+                .with_description("Round trip of the last successful backend health check")
                 .build(),
             http_requests: meter
                 .u64_counter("spool.http.requests")
@@ -437,6 +444,15 @@ impl Metrics {
             .mode = mode;
     }
 
+    /// Records the round trip of a successful health check of `backend` (`memory`,
+    /// `redis`): the `spool_backend_latency_seconds` gauge.
+    pub fn record_backend_latency(&self, backend: &str, latency: Duration) {
+        self.inner.instruments.backend_latency.record(
+            latency.as_secs_f64(),
+            &[KeyValue::new("backend", backend.to_owned())],
+        );
+    }
+
     /// What is known about each service, by name.
     pub fn services(&self) -> BTreeMap<String, ServiceStatus> {
         self.inner.services.read().clone()
@@ -542,6 +558,26 @@ mod tests {
         assert_eq!(services["queue"].mode, ServiceMode::Fallback);
         assert_eq!(services["cache"].breaker, Some("open"));
         assert_eq!(services["limiter"], ServiceStatus::default());
+    }
+
+    #[test]
+    fn backend_latency_is_a_gauge_of_the_last_check() {
+        let m = Metrics::new();
+        assert!(!m
+            .render()
+            .unwrap()
+            .contains("spool_backend_latency_seconds"));
+        m.record_backend_latency("redis", Duration::from_millis(250));
+        m.record_backend_latency("redis", Duration::from_millis(4));
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("# TYPE spool_backend_latency_seconds gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"spool_backend_latency_seconds{backend="redis"} 0.004"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::context::{HandlerResult, TaskContext};
 use super::registry::{Registry, StartError};
+use crate::audit;
 use crate::config::WorkerConfig;
 use crate::services::{panic_message, ProgressTracker, QueueManager, ServiceError};
 
@@ -374,10 +375,10 @@ impl WorkerRuntime {
 
 /// Reserves tasks of one queue while a concurrency slot is free, until stopped.
 ///
-/// While the queue has work, every free slot reserves at once without waiting (the calls
-/// overlap on the connections instead of queueing behind each other, and each task still
-/// gets its own lease and fencing token); once a reservation comes back empty the lane waits
-/// with one long-polling reservation until work arrives.
+/// While the queue has work, the free slots are filled by one batched reservation
+/// ([`QueueManager::reserve_many`]: one script call on Redis, each task still under its own
+/// lease and fencing token); once a reservation comes back short the lane waits with one
+/// long-polling reservation until work arrives.
 async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
     let slots = Arc::new(Semaphore::new(lane.concurrency));
     let queues = [lane.queue.clone()];
@@ -399,20 +400,24 @@ async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
             while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
                 permits.push(p);
             }
-            // Not raced against `stop`: none of these waits, and every lease obtained is run
-            // (or released by the drain) like any other.
-            let reserved = futures::future::join_all(
-                permits
-                    .iter()
-                    .map(|_| shared.queue.reserve(&queues, opts.clone())),
-            )
-            .await;
-            for (permit, r) in permits.into_iter().zip(reserved) {
-                match r {
-                    Ok(Some(lease)) => spawn_process(&shared, &lane, lease, permit),
-                    Ok(None) => busy = false,
-                    Err(e) => error = Some(e),
+            // One call reserves a task per free slot (one script on Redis), each under its
+            // own lease and fencing token. Not raced against `stop`: it does not wait, and
+            // every lease obtained is run (or released by the drain) like any other.
+            match shared
+                .queue
+                .reserve_many(&queues, permits.len(), opts)
+                .await
+            {
+                Ok(leases) => {
+                    if leases.len() < permits.len() {
+                        busy = false;
+                    }
+                    // Slots without a task go back as their permits drop.
+                    for (lease, permit) in leases.into_iter().zip(permits) {
+                        spawn_process(&shared, &lane, lease, permit);
+                    }
                 }
+                Err(e) => error = Some(e),
             }
         } else {
             let reserved = tokio::select! {
@@ -604,16 +609,37 @@ fn bounded(mut s: String, max: usize) -> String {
     s
 }
 
+/// One audit event for a complete / fail reported by this worker.
+fn audit_report(shared: &Shared, lease: &Lease, action: &'static str, outcome: audit::Outcome) {
+    let task = &lease.task;
+    audit::record(
+        &audit::AuditEvent::new(action, shared.worker_id.as_str())
+            .queue(task.queue.as_str())
+            .task(task.id)
+            .correlation_id(task.correlation_id.as_ref())
+            .outcome(outcome),
+    );
+}
+
+fn audit_outcome<T>(r: &Result<T, ServiceError>) -> audit::Outcome {
+    match r {
+        Ok(_) => audit::Outcome::Ok,
+        Err(ServiceError::Port(p)) => audit::Outcome::Error(p.code().into()),
+        Err(_) => audit::Outcome::Error("internal".into()),
+    }
+}
+
 async fn report(shared: &Shared, lease: &Lease, outcome: Outcome) {
     let task = &lease.task;
     let counts = &shared.counts;
     match outcome {
         Outcome::Complete(result) => {
-            match shared
+            let done = shared
                 .queue
                 .complete(&task.queue, task.id, lease.token, result)
-                .await
-            {
+                .await;
+            audit_report(shared, lease, "task.complete", audit_outcome(&done));
+            match done {
                 Ok(_) => {
                     counts.succeeded.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("task succeeded");
@@ -664,11 +690,12 @@ async fn report(shared: &Shared, lease: &Lease, outcome: Outcome) {
 async fn record_failure(shared: &Shared, lease: &Lease, failure: Failure) {
     let task = &lease.task;
     let counts = &shared.counts;
-    match shared
+    let failed = shared
         .queue
         .fail(&task.queue, task.id, lease.token, failure)
-        .await
-    {
+        .await;
+    audit_report(shared, lease, "task.fail", audit_outcome(&failed));
+    match failed {
         Ok(t) if t.status == TaskStatus::Dead => {
             counts.dead.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("task is dead");

@@ -22,7 +22,7 @@ use spool_domain::task::{
 use spool_domain::Timestamp;
 
 use super::{Factory, Fixture};
-use crate::{Enqueued, PortError, ReserveOptions};
+use crate::{Enqueued, PortError, ReserveOptions, TaskListing, TaskQuery};
 
 /// A lease no test outlives, even on a slow Redis.
 const LONG: Duration = Duration::from_secs(30);
@@ -788,6 +788,45 @@ pub async fn unique_key_deduplicates_live_tasks(factory: Factory) {
     assert_ne!(fresh.id, first.id);
 }
 
+/// A requeued task takes its unique key back, unless another live task holds it meanwhile:
+/// two live tasks never share a key.
+pub async fn requeue_refuses_while_another_live_task_holds_the_unique_key(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("unique-requeue");
+    let key = UniqueKey::parse("doc-7").expect("valid key");
+    let first = put(&fx, &q, spec(1).unique_key(key.clone())).await;
+    fx.queue.cancel(&q, first.id).await.expect("cancel");
+    let second = put(&fx, &q, spec(2).unique_key(key.clone())).await;
+    assert_ne!(second.id, first.id, "a cancelled task frees its key");
+
+    let err = fx
+        .queue
+        .requeue(&q, first.id)
+        .await
+        .expect_err("key is held");
+    assert!(matches!(err, PortError::Conflict { .. }), "{err:?}");
+    let unchanged = fx
+        .queue
+        .get(&q, first.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(unchanged.status, TaskStatus::Cancelled);
+
+    fx.queue.cancel(&q, second.id).await.expect("cancel");
+    let back = fx.queue.requeue(&q, first.id).await.expect("requeue");
+    assert_eq!(back.status, TaskStatus::Queued);
+    let dup = fx
+        .queue
+        .enqueue(&q, spec(3).unique_key(key))
+        .await
+        .expect("enqueue");
+    assert!(
+        matches!(&dup, Enqueued::Duplicate(t) if t.id == first.id),
+        "the requeued task holds its key again: {dup:?}"
+    );
+}
+
 /// Stats count every status and report how long the oldest ready task has waited.
 pub async fn stats_count_per_status(factory: Factory) {
     let fx = factory(StoreLimits::default()).await;
@@ -987,6 +1026,117 @@ pub async fn concurrent_reservers_never_share_a_task(factory: Factory) {
     assert_eq!(all.len(), 20, "every task delivered once");
     assert_eq!(unique.len(), 20, "no task delivered twice");
     assert_eq!(stats(&fx, &q).await.succeeded, 20);
+}
+
+/// `reserve_many` takes up to `max` ready tasks in reservation order (first queue with work
+/// first, then priority, FIFO), each under its own lease with its own fencing token, and
+/// takes nothing more once the queues are empty.
+pub async fn reserve_many_takes_tasks_in_order_each_under_its_own_lease(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let first = queue("many-first");
+    let second = queue("many-second");
+    let high = Priority::new(5).expect("valid priority");
+    let a = put(&fx, &first, spec(1)).await.id;
+    let b = put(&fx, &first, spec(2)).await.id;
+    let urgent = put(&fx, &first, spec(3).priority(high)).await.id;
+    let c = put(&fx, &second, spec(4)).await.id;
+    let d = put(&fx, &second, spec(5)).await.id;
+    let queues = [first.clone(), second.clone()];
+    let worker = WorkerId::parse("many-worker").expect("valid worker");
+    let opts = ReserveOptions::new(LONG).worker(worker.clone());
+
+    let got = fx
+        .queue
+        .reserve_many(&queues, 4, opts.clone())
+        .await
+        .expect("reserve_many");
+    let ids: Vec<TaskId> = got.iter().map(|l| l.task.id).collect();
+    assert_eq!(
+        ids,
+        vec![urgent, a, b, c],
+        "reservation order across queues"
+    );
+    for lease in &got {
+        assert_eq!(lease.task.status, TaskStatus::Running);
+        assert_eq!(lease.task.attempts, 1);
+        assert_eq!(lease.task.worker.as_ref(), Some(&worker));
+        assert!(lease.task.lease_expires_at.is_some());
+    }
+    let distinct: HashSet<TaskId> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "no task twice");
+
+    let rest = fx
+        .queue
+        .reserve_many(&queues, 10, opts.clone())
+        .await
+        .expect("reserve_many");
+    assert_eq!(
+        rest.iter().map(|l| l.task.id).collect::<Vec<_>>(),
+        vec![d],
+        "fewer than max when fewer are ready"
+    );
+    assert!(
+        fx.queue
+            .reserve_many(&queues, 10, opts.clone())
+            .await
+            .expect("reserve_many")
+            .is_empty(),
+        "nothing when nothing is ready"
+    );
+
+    // Every lease is fenced on its own: each completes exactly once with its token.
+    for lease in got.iter().chain(&rest) {
+        let q = if lease.task.queue == first {
+            &first
+        } else {
+            &second
+        };
+        let done = fx
+            .queue
+            .complete(q, lease.task.id, lease.token, None)
+            .await
+            .expect("complete with its own token");
+        assert_eq!(done.status, TaskStatus::Succeeded);
+        let again = fx
+            .queue
+            .complete(q, lease.task.id, lease.token, None)
+            .await
+            .expect_err("a finished lease");
+        assert!(
+            matches!(again, PortError::LeaseLost { .. }),
+            "got {again:?}"
+        );
+    }
+    assert_eq!(stats(&fx, &first).await.succeeded, 3);
+    assert_eq!(stats(&fx, &second).await.succeeded, 2);
+}
+
+/// `reserve_many` validates its arguments: no queue, a `max` of 0 or over the bound, a bad
+/// lease.
+pub async fn reserve_many_validates_arguments(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = [queue("many-invalid")];
+    let opts = ReserveOptions::new(LONG);
+    for (queues, max, opts) in [
+        (&[][..], 1, opts.clone()),
+        (&q[..], 0, opts.clone()),
+        (&q[..], crate::RESERVE_MANY_MAX + 1, opts.clone()),
+        (&q[..], 1, ReserveOptions::new(Duration::ZERO)),
+    ] {
+        let err = fx
+            .queue
+            .reserve_many(queues, max, opts)
+            .await
+            .expect_err("invalid arguments");
+        assert!(matches!(err, PortError::Invalid { .. }), "got {err:?}");
+    }
+    put(&fx, &q[0], spec(1)).await;
+    let got = fx
+        .queue
+        .reserve_many(&q, crate::RESERVE_MANY_MAX, opts)
+        .await
+        .expect("the maximum is accepted");
+    assert_eq!(got.len(), 1);
 }
 
 /// A waiting reserver is woken by an enqueue, well before its wait runs out.
@@ -1360,6 +1510,244 @@ pub async fn enqueue_with_given_id_is_idempotent(factory: Factory) {
     assert_eq!((again.id, again.payload), (id, json!({ "n": 6 })));
 }
 
+async fn list(fx: &Fixture, q: &QueueName, listing: TaskListing, limit: usize) -> Vec<TaskId> {
+    let tasks = fx
+        .queue
+        .list(q, TaskQuery::new(listing, limit))
+        .await
+        .expect("list");
+    for t in &tasks {
+        assert!(
+            listing.includes(t.status),
+            "{listing:?} listed a {:?} task",
+            t.status
+        );
+        assert_eq!(&t.queue, q, "listed from its own queue");
+    }
+    tasks.into_iter().map(|t| t.id).collect()
+}
+
+/// Live tasks are listed per status: queued in reservation order, scheduled and retrying
+/// soonest due first, running soonest lease expiry first; the limit cuts the list; an
+/// unknown queue lists nothing.
+pub async fn list_live_tasks_per_status(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("list-live");
+    let p = |v| Priority::new(v).expect("valid priority");
+    let low = put(&fx, &q, spec(1).priority(p(-5))).await.id;
+    let normal = put(&fx, &q, spec(2)).await.id;
+    let high = put(&fx, &q, spec(3).priority(p(5))).await.id;
+    let late = put(
+        &fx,
+        &q,
+        spec(4).schedule(Schedule::After(Duration::from_secs(120))),
+    )
+    .await
+    .id;
+    let soon = put(
+        &fx,
+        &q,
+        spec(5).schedule(Schedule::After(Duration::from_secs(60))),
+    )
+    .await
+    .id;
+    assert_eq!(
+        list(&fx, &q, TaskListing::Queued, 10).await,
+        vec![high, normal, low],
+        "reservation order"
+    );
+    assert_eq!(
+        list(&fx, &q, TaskListing::Queued, 2).await,
+        vec![high, normal]
+    );
+    assert_eq!(
+        list(&fx, &q, TaskListing::Scheduled, 10).await,
+        vec![soon, late]
+    );
+    assert!(list(&fx, &q, TaskListing::Retrying, 10).await.is_empty());
+    assert!(list(&fx, &q, TaskListing::Running, 10).await.is_empty());
+
+    let short = take_some(&fx, &q, Duration::from_secs(10)).await;
+    let long = take_some(&fx, &q, LONG).await;
+    assert_eq!((short.task.id, long.task.id), (high, normal));
+    assert_eq!(
+        list(&fx, &q, TaskListing::Running, 10).await,
+        vec![short.task.id, long.task.id],
+        "soonest lease expiry first"
+    );
+    fx.queue
+        .fail(
+            &q,
+            high,
+            short.token,
+            failure("again", Retry::After(Duration::from_secs(30))),
+        )
+        .await
+        .expect("fail with retry");
+    assert_eq!(list(&fx, &q, TaskListing::Retrying, 10).await, vec![high]);
+    assert_eq!(
+        list(&fx, &q, TaskListing::Scheduled, 10).await,
+        vec![soon, late],
+        "a retrying task is not scheduled"
+    );
+    let retrying = fx
+        .queue
+        .list(&q, TaskQuery::new(TaskListing::Retrying, 1))
+        .await
+        .expect("list");
+    assert_eq!(retrying[0].last_error.as_deref(), Some("again"));
+    assert_eq!(retrying[0].attempts, 1);
+    assert_eq!(list(&fx, &q, TaskListing::Queued, 10).await, vec![low]);
+    assert!(list(&fx, &q, TaskListing::Finished, 10).await.is_empty());
+    assert!(
+        list(&fx, &queue("list-nothing-here"), TaskListing::Queued, 10)
+            .await
+            .is_empty(),
+        "an unknown queue lists nothing"
+    );
+}
+
+/// Finished tasks are listed newest first, per status or all together, only within their
+/// retention.
+pub async fn list_finished_tasks_newest_first(factory: Factory) {
+    let fx = factory(StoreLimits {
+        finished_retention: Duration::from_secs(2),
+        ..StoreLimits::default()
+    })
+    .await;
+    let q = queue("list-finished");
+    let mut finish = Vec::new();
+    for n in 0..3 {
+        let t = put(&fx, &q, spec(n)).await;
+        let l = take_some(&fx, &q, LONG).await;
+        assert_eq!(l.task.id, t.id);
+        fx.queue
+            .fail(
+                &q,
+                t.id,
+                l.token,
+                failure(&format!("boom {n}"), Retry::Never),
+            )
+            .await
+            .expect("dead");
+        finish.push(t.id);
+        fx.clock.advance(ms(20)).await;
+    }
+    let ok = put(&fx, &q, spec(10)).await;
+    let l = take_some(&fx, &q, LONG).await;
+    fx.queue
+        .complete(&q, ok.id, l.token, None)
+        .await
+        .expect("complete");
+    fx.clock.advance(ms(20)).await;
+    let gone = put(&fx, &q, spec(11)).await;
+    fx.queue.cancel(&q, gone.id).await.expect("cancel");
+    put(&fx, &q, spec(12)).await; // live: never in a finished listing
+
+    let dead = fx
+        .queue
+        .list(&q, TaskQuery::new(TaskListing::Dead, 10))
+        .await
+        .expect("list dead");
+    let ids: Vec<TaskId> = dead.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![finish[2], finish[1], finish[0]], "newest first");
+    assert_eq!(dead[0].last_error.as_deref(), Some("boom 2"));
+    assert!(dead
+        .iter()
+        .all(|t| t.finished_at.is_some() && t.attempts == 1));
+    assert_eq!(
+        list(&fx, &q, TaskListing::Dead, 2).await,
+        vec![finish[2], finish[1]]
+    );
+    assert_eq!(list(&fx, &q, TaskListing::Succeeded, 10).await, vec![ok.id]);
+    assert_eq!(
+        list(&fx, &q, TaskListing::Cancelled, 10).await,
+        vec![gone.id]
+    );
+    assert_eq!(
+        list(&fx, &q, TaskListing::Finished, 10).await,
+        vec![gone.id, ok.id, finish[2], finish[1], finish[0]]
+    );
+    assert_eq!(
+        list(&fx, &q, TaskListing::Finished, 3).await,
+        vec![gone.id, ok.id, finish[2]]
+    );
+
+    // A requeued dead task leaves the dead listing and is queued again.
+    fx.queue.requeue(&q, finish[1]).await.expect("requeue");
+    assert_eq!(
+        list(&fx, &q, TaskListing::Dead, 10).await,
+        vec![finish[2], finish[0]]
+    );
+    assert!(list(&fx, &q, TaskListing::Queued, 10)
+        .await
+        .contains(&finish[1]));
+
+    fx.clock.advance(ms(3_000)).await;
+    assert!(
+        list(&fx, &q, TaskListing::Finished, 10).await.is_empty(),
+        "past retention"
+    );
+    assert!(list(&fx, &q, TaskListing::Dead, 10).await.is_empty());
+}
+
+/// Listing first brings the queue up to date: a due task is queued, not scheduled; an expired
+/// lease is reclaimed.
+pub async fn list_shows_status_after_maintenance(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("list-maintain");
+    let delayed = put(&fx, &q, spec(1).schedule(Schedule::After(ms(300)))).await;
+    assert_eq!(
+        list(&fx, &q, TaskListing::Scheduled, 10).await,
+        vec![delayed.id]
+    );
+    fx.clock.advance(ms(600)).await;
+    assert!(list(&fx, &q, TaskListing::Scheduled, 10).await.is_empty());
+    assert_eq!(
+        list(&fx, &q, TaskListing::Queued, 10).await,
+        vec![delayed.id]
+    );
+
+    let lease = take_some(&fx, &q, ms(300)).await;
+    assert_eq!(
+        list(&fx, &q, TaskListing::Running, 10).await,
+        vec![lease.task.id]
+    );
+    fx.clock.advance(ms(600)).await;
+    assert!(list(&fx, &q, TaskListing::Running, 10).await.is_empty());
+    assert_eq!(
+        list(&fx, &q, TaskListing::Queued, 10).await,
+        vec![delayed.id]
+    );
+}
+
+/// The limit must be `1 ..= TaskQuery::MAX_LIMIT`.
+pub async fn list_limit_is_validated(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("list-limit");
+    put(&fx, &q, spec(1)).await;
+    for bad in [0, TaskQuery::MAX_LIMIT + 1, usize::MAX] {
+        let r = fx
+            .queue
+            .list(&q, TaskQuery::new(TaskListing::Queued, bad))
+            .await;
+        match r {
+            Err(PortError::Invalid(e)) => {
+                assert!(e.to_string().contains("limit"), "names the limit: {e}")
+            }
+            other => panic!("limit {bad}: expected Invalid, got {other:?}"),
+        }
+    }
+    for listing in TaskListing::ALL {
+        let r = fx
+            .queue
+            .list(&q, TaskQuery::new(listing, TaskQuery::MAX_LIMIT))
+            .await
+            .expect("the maximum is accepted");
+        assert_eq!(r.len(), usize::from(listing == TaskListing::Queued));
+    }
+}
+
 /// Lists this group's tests for [`crate::conformance_suite!`].
 #[doc(hidden)]
 #[macro_export]
@@ -1392,6 +1780,7 @@ macro_rules! __conformance_queue {
                 cancel_finished_task_conflicts,
                 requeue_dead_task,
                 unique_key_deduplicates_live_tasks,
+                requeue_refuses_while_another_live_task_holds_the_unique_key,
                 stats_count_per_status,
                 stats_list_queues_sorted,
                 timestamps_on_every_transition,
@@ -1403,9 +1792,15 @@ macro_rules! __conformance_queue {
                 oversized_input_is_invalid,
                 unknown_task,
                 invalid_reserve_options,
+                reserve_many_takes_tasks_in_order_each_under_its_own_lease,
+                reserve_many_validates_arguments,
                 finished_tasks_expire_after_retention,
                 given_id_is_kept,
                 enqueue_with_given_id_is_idempotent,
+                list_live_tasks_per_status,
+                list_finished_tasks_newest_first,
+                list_shows_status_after_maintenance,
+                list_limit_is_validated,
             ]
         );
     };

@@ -61,7 +61,12 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let timeout = state.options().readiness_timeout;
     let check = tokio::time::timeout(timeout, state.spool().health().check()).await;
     let (latency_ms, version, error) = match check {
-        Ok(Ok(h)) => (Some(h.latency.as_secs_f64() * 1000.0), h.version, None),
+        Ok(Ok(h)) => {
+            state
+                .metrics()
+                .record_backend_latency(state.spool().backend(), h.latency);
+            (Some(h.latency.as_secs_f64() * 1000.0), h.version, None)
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: backend check failed");
             (

@@ -2,6 +2,7 @@
 //! shape. One file per group of endpoints.
 
 pub(crate) mod cache;
+pub(crate) mod dashboard;
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod operations;

@@ -10,9 +10,9 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use spool_domain::names::{CorrelationId, QueueName, TaskId, TaskKind, UniqueKey, WorkerId};
 use spool_domain::task::{Failure, LeaseToken, MaxAttempts, Priority, Retry, TaskStatus};
-use spool_ports::{Enqueued, ReserveOptions};
+use spool_ports::{Enqueued, ReserveOptions, TaskListing, TaskQuery};
 
-use crate::http::dto::{LeaseDto, QueueStatsDto, StatsDto, TaskDto};
+use crate::http::dto::{LeaseDto, QueueStatsDto, StatsDto, TaskDto, TaskListDto};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::{ApiError, AppState};
 use crate::services::EnqueueOptions;
@@ -179,6 +179,63 @@ pub(crate) async fn cancel(
     let queue = queue_name(&queue)?;
     let id = task_id(&id)?;
     let task = state.spool().queue().cancel(&queue, id).await?;
+    Ok(Json(TaskDto::from(&task)))
+}
+
+/// `GET /v1/queues/{queue}/tasks` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    /// The listing: `queued`, `scheduled`, `failed` (or `retrying`), `running`,
+    /// `succeeded`, `dead`, `cancelled`, or `finished`.
+    status: Option<String>,
+    /// At most this many tasks (default 50, at most 200).
+    limit: Option<usize>,
+}
+
+/// Default `limit` of a task listing.
+const DEFAULT_LIST_LIMIT: usize = 50;
+
+/// `GET /v1/queues/{queue}/tasks?status=dead&limit=50`: 200 with up to `limit` tasks of the
+/// listing, in its order ([`TaskListing`]); 400 for a missing or unknown status or a limit
+/// outside `1..=200`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<TaskListDto>, ApiError> {
+    let queue = queue_name(&queue)?;
+    let status = query.status.ok_or_else(|| {
+        ApiError::invalid(
+            "missing status: one of queued, scheduled, failed, running, succeeded, dead, \
+             cancelled, finished",
+        )
+    })?;
+    let listing = TaskListing::parse(status.trim())?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    let tasks = state
+        .spool()
+        .queue()
+        .list(&queue, TaskQuery::new(listing, limit))
+        .await?;
+    Ok(Json(TaskListDto {
+        queue: queue.to_string(),
+        status: listing.as_str().to_owned(),
+        limit,
+        tasks: tasks.iter().map(TaskDto::from).collect(),
+    }))
+}
+
+/// `POST /v1/queues/{queue}/tasks/{id}/retry`: puts a dead or cancelled task back in the
+/// queue with fresh attempts; 200 with the task, 404, or 409 when it is not dead or
+/// cancelled.
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    ApiPath((queue, id)): ApiPath<(String, String)>,
+) -> Result<Json<TaskDto>, ApiError> {
+    let queue = queue_name(&queue)?;
+    let id = task_id(&id)?;
+    let task = state.spool().queue().requeue(&queue, id).await?;
     Ok(Json(TaskDto::from(&task)))
 }
 
