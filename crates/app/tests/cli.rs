@@ -1,21 +1,12 @@
 //! The `spool` binary, run as a process.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
-fn spool() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_spool"));
-    // A clean environment for settings: nothing inherited can change the outcome.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("SPOOL_") || k.starts_with("OTEL_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use support::{get, serve, spool, terminate};
 
 #[test]
 fn version_and_help() {
@@ -55,60 +46,18 @@ fn bad_settings_are_named() {
     assert!(err.contains("backend"), "{err}");
 }
 
-fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connects");
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("writes");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("reads");
-    out
-}
-
 #[cfg(unix)]
 #[test]
 fn serve_answers_and_stops_gracefully_on_sigterm() {
-    let mut child = spool()
-        .arg("serve")
-        .env("SPOOL_HTTP_ADDR", "127.0.0.1:0")
-        .env("SPOOL_TELEMETRY__LOG_FILTER", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server logs its address before anything else ends")
-            .expect("readable log");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    let live = get(&addr, "/health/live");
+    let mut served = serve(&[]);
+    let live = get(&served.addr, "/health/live");
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
     assert!(
         live.to_ascii_lowercase().contains("x-correlation-id:"),
         "{live}"
     );
-
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let exit = child.wait().expect("exits");
+    let (exit, rest) = served.terminate();
     assert!(exit.success(), "{exit:?}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(
         rest.iter().any(|l| l.contains("spool serve stopped")),
         "{rest:?}"
@@ -135,11 +84,7 @@ fn worker_runs_until_sigterm_then_drains() {
             break;
         }
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    terminate(&mut child);
     let exit = child.wait().expect("exits");
     assert!(exit.success(), "{exit:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -220,41 +165,13 @@ fn serve_otlp(stream: TcpStream, sink: &Received) {
 #[test]
 fn serve_exports_traces_and_metrics_over_otlp() {
     let (collector, received) = fake_collector();
-    let mut child = spool()
-        .arg("serve")
-        .env("SPOOL_HTTP_ADDR", "127.0.0.1:0")
-        .env("SPOOL_TELEMETRY__LOG_FILTER", "info")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server logs its address before anything else ends")
-            .expect("readable log");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    let queues = get(&addr, "/v1/queues");
+    let endpoint = format!("http://{collector}");
+    let mut served = serve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())]);
+    let queues = get(&served.addr, "/v1/queues");
     assert!(queues.starts_with("HTTP/1.1 200"), "{queues}");
     // A graceful stop flushes the last batches of spans and metrics.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let exit = child.wait().expect("exits");
+    let (exit, _) = served.terminate();
     assert!(exit.success(), "{exit:?}");
-    let _rest: Vec<String> = lines.map_while(Result::ok).collect();
 
     let got = received.lock().expect("not poisoned").clone();
     let find = |path: &str| {

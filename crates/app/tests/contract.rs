@@ -5,60 +5,22 @@
 //! socket, and checks every row of the table — paths, status codes, JSON shapes, the error
 //! body, `X-Correlation-ID` and the rate-limit headers.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use support::Served;
 
 use serde_json::{json, Value};
 
-/// `spool serve` as a child process, stopped (SIGKILL) when dropped.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(env: &[(&str, &str)]) -> Served {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_spool"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("SPOOL_") || k.starts_with("OTEL_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.arg("serve")
-        .env("SPOOL_HTTP_ADDR", "127.0.0.1:0")
-        .env("SPOOL_TELEMETRY__LOG_FILTER", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spool serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("spool serve logs its address before it ends")
-            .expect("readable log");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    Served { child, addr }
+/// `spool serve` with `env`, its log drained in the background.
+fn start(env: &[(&str, &str)]) -> Served {
+    let mut s = support::serve(env);
+    s.drain_log();
+    s
 }
 
 /// One HTTP response: status, lower-cased headers, body.
@@ -91,7 +53,23 @@ impl Response {
     }
 }
 
-impl Served {
+/// A client of the served process.
+trait Client {
+    fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response;
+    fn get(&self, path: &str) -> Response {
+        self.call("GET", path, &[], b"")
+    }
+    fn send_json(&self, method: &str, path: &str, body: &Value) -> Response {
+        self.call(
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+}
+
+impl Client for Served {
     fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let mut s = TcpStream::connect(&self.addr).expect("connects");
         s.set_read_timeout(Some(Duration::from_secs(30))).ok();
@@ -109,19 +87,6 @@ impl Served {
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).expect("reads the whole response");
         parse(&raw)
-    }
-
-    fn get(&self, path: &str) -> Response {
-        self.call("GET", path, &[], b"")
-    }
-
-    fn send_json(&self, method: &str, path: &str, body: &Value) -> Response {
-        self.call(
-            method,
-            path,
-            &[("Content-Type", "application/json")],
-            body.to_string().as_bytes(),
-        )
     }
 }
 
@@ -483,7 +448,7 @@ fn walk_the_contract(s: &Served, backend: &str) {
 
 #[test]
 fn contract_on_the_memory_backend() {
-    let s = serve(&[]);
+    let s = start(&[]);
     walk_the_contract(&s, "memory");
 }
 
@@ -491,7 +456,7 @@ fn contract_on_the_memory_backend() {
 fn contract_on_a_real_redis_server() {
     let url = spool_adapter_redis::testing::redis_url();
     let prefix = spool_adapter_redis::testing::unique_prefix();
-    let s = serve(&[
+    let s = start(&[
         ("SPOOL_BACKEND", "redis"),
         ("SPOOL_REDIS_URL", url.as_str()),
         ("SPOOL_REDIS__KEY_PREFIX", prefix.as_str()),
@@ -501,7 +466,7 @@ fn contract_on_a_real_redis_server() {
 
 #[test]
 fn contract_rate_limits_answer_429_with_every_header() {
-    let s = serve(&[("SPOOL_RATE_LIMITS", "ip:2/60s")]);
+    let s = start(&[("SPOOL_RATE_LIMITS", "ip:2/60s")]);
     for _ in 0..2 {
         let r = s.get("/v1/queues");
         assert_eq!(r.status, 200);
