@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`TestServer`] | the real HTTP server on `127.0.0.1:0`, in process, over the memory or a real Redis backend |
 //! | [`on_both_backends!`] | instantiates `async fn name(backend: Backend)` tests once per backend |
+//! | [`CapturedLogs`] | an in-memory `tracing` writer, to assert on what was logged |
 //! | [`SseReader`] | a streaming `text/event-stream` parser over a real HTTP response |
 //! | [`prometheus`] | a strict parser of the Prometheus text exposition format, and `promtool` when it is installed |
 //! | [`fault_proxy`] | a TCP proxy that injects latency, black holes, cuts and resets between a client and Redis |
@@ -14,10 +15,12 @@
 
 pub mod chaos;
 pub mod fault_proxy;
+mod log_capture;
 pub mod prometheus;
 mod server;
 mod sse;
 
+pub use log_capture::CapturedLogs;
 pub use server::{Backend, TestServer, TestSetup};
 pub use sse::{SseEvent, SseFrame, SseReader};
 

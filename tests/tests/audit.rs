@@ -7,32 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use spool_app::http::middleware::sha256_hex;
 use spool_tests::{Backend, TestServer, TestSetup};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// Runs `f` with every `INFO`+ log of this thread captured as JSON lines.
 fn captured<F, Fut>(f: F) -> String
@@ -40,7 +16,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let buffer = Captured::default();
+    let buffer = spool_tests::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
         .with_writer(buffer.clone())
@@ -53,8 +29,7 @@ where
             .unwrap();
         rt.block_on(f());
     });
-    let bytes = buffer.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    buffer.text()
 }
 
 /// The `fields` of every audit event, in order.

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | cache scope of a project | `{c:<project>}` | `k:<key>` values, `idx` zset of keys by expiry ms |
 //! | all rate limits | `{rl}` | `<policy>:<limit>:<window_ms>:<algo>:<subject>` |
-//! | one queue | `{q:<queue>}` | `ready`, `waiting`, `scheduled`, `running`, `succeeded`, `dead`, `cancelled` zsets, `seq`, `t:<id>` task hashes, `u:<unique key>`, channel `wake` |
+//! | one queue | `{q:<queue>}` | `ready`, `waiting`, `scheduled`, `running`, `succeeded`, `dead`, `cancelled` zsets, `seq`, `next`, `t:<id>` task hashes, `u:<unique key>`, channel `wake` |
 //! | one progress operation | `{p:<id>}` | `op` snapshot, `ev` stream, channel `wake` |
 //! | queue registry | none (the whole key is hashed) | `<prefix>:queues` set |
 //!

@@ -1,7 +1,9 @@
 //! The task queue: every transition is one Lua script over the queue's keys (tag
 //! `{q:<name>}`), which first promotes due tasks, reclaims expired leases and prunes finished
-//! tasks past retention (bounded batches of 100, atomic, safe from many processes at once),
-//! and records its timestamps from the server's `TIME`.
+//! tasks past retention (bounded batches of 100, atomic, safe from many processes at once) —
+//! only when the queue's maintenance hint (`next`) says something may be due, so a transition
+//! with nothing due pays one `GET` for it — and records its timestamps from the server's
+//! `TIME`.
 //!
 //! | key (under `<prefix>:{q:<name>}:`) | what |
 //! |---|---|
@@ -13,6 +15,7 @@
 //! | `t:<id>` | hash per task; finished tasks `PEXPIRE` after `finished_retention` |
 //! | `u:<unique key>` | the live task holding a unique key |
 //! | `seq` | FIFO sequence |
+//! | `next` | maintenance hint: no task is due, no lease expires and nothing is to be pruned before this ms |
 //! | channel `wake` | published when a task becomes ready |
 //!
 //! Task IDs are ULIDs made inside the script from the server time plus 80 random bits sent
@@ -30,8 +33,9 @@
 //! Round trips per operation: `enqueue` 1 (plus one concurrent `SADD` to the queue registry
 //! the first time this process enqueues to a queue); `reserve` 1 per queue tried, in order
 //! (plus one `SUBSCRIBE` the first time this process waits on a queue), repeated after each
-//! wake-up while waiting; `heartbeat`, `complete`, `fail`, `release`, `cancel`, `requeue`,
-//! `get` 1;
+//! wake-up while waiting; `reserve_many` 1 per queue tried until `max` tasks are leased (one
+//! script reserves up to all of them); `heartbeat`, `complete`, `fail`, `release`, `cancel`,
+//! `requeue`, `get` 1;
 //! `stats` 1 per queue (concurrent) plus 1 `SMEMBERS` when no queue is named.
 //! `list` 1 (`lua/queue_list.lua`: at most `limit` entries of the listing's index, or
 //! [`TaskQuery::MAX_SCAN`] of the due-time index for scheduled / retrying tasks).

@@ -12,8 +12,7 @@
 //! nor see it.
 
 use std::future::Future;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,33 +31,6 @@ fn secret(tag: &str) -> String {
     format!("{tag}-{:016x}", rand::random::<u64>())
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// Runs `f` on a current-thread runtime with every log of this thread captured at TRACE.
 fn captured<F, Fut, T>(f: F) -> (T, String)
 where
@@ -73,7 +45,7 @@ where
             .with_max_level(tracing_log::log::LevelFilter::Trace)
             .init();
     });
-    let buffer = Captured::default();
+    let buffer = spool_tests::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(buffer.clone())
         .with_max_level(tracing::Level::TRACE)
