@@ -170,6 +170,26 @@ impl EncryptedQueue {
         lease.task = self.open_task(lease.task)?;
         Ok(lease)
     }
+
+    /// The reserved task decrypted; one that cannot be opened is failed at once (dead, with
+    /// why), so a poison ciphertext is never handed to a handler nor redelivered forever.
+    async fn deliver(&self, lease: Lease) -> Result<Lease, PortError> {
+        let (queue, id, token) = (lease.task.queue.clone(), lease.task.id, lease.token);
+        match self.open_lease(lease) {
+            Ok(lease) => Ok(lease),
+            Err(e) => {
+                let failure = Failure {
+                    error: format!("not delivered: {e}"),
+                    retry: Retry::Never,
+                };
+                if let Err(fail) = self.inner.fail(&queue, id, token, failure).await {
+                    tracing::error!(task = %id, queue = %queue, error = %fail,
+                        "could not dead-letter a task whose payload cannot be decrypted");
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -195,21 +215,24 @@ impl QueueStore for EncryptedQueue {
         let Some(lease) = self.inner.reserve(queues, opts).await? else {
             return Ok(None);
         };
-        let (queue, id, token) = (lease.task.queue.clone(), lease.task.id, lease.token);
-        match self.open_lease(lease) {
-            Ok(lease) => Ok(Some(lease)),
-            Err(e) => {
-                let failure = Failure {
-                    error: format!("not delivered: {e}"),
-                    retry: Retry::Never,
-                };
-                if let Err(fail) = self.inner.fail(&queue, id, token, failure).await {
-                    tracing::error!(task = %id, queue = %queue, error = %fail,
-                        "could not dead-letter a task whose payload cannot be decrypted");
-                }
-                Err(e)
+        self.deliver(lease).await.map(Some)
+    }
+
+    /// As [`QueueStore::reserve`], batched: a task whose payload cannot be opened is
+    /// dead-lettered and left out, the others are delivered.
+    async fn reserve_many(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        opts: ReserveOptions,
+    ) -> Result<Vec<Lease>, PortError> {
+        let mut delivered = Vec::new();
+        for lease in self.inner.reserve_many(queues, max, opts).await? {
+            if let Ok(lease) = self.deliver(lease).await {
+                delivered.push(lease);
             }
         }
+        Ok(delivered)
     }
 
     async fn heartbeat(

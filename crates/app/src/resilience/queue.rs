@@ -14,7 +14,9 @@ use spool_domain::names::{QueueName, TaskId};
 use spool_domain::task::{
     Failure, Lease, LeaseToken, MaxAttempts, QueueStats, Schedule, Task, TaskSpec, TaskStatus,
 };
-use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions, TaskListing, TaskQuery};
+use spool_ports::{
+    check_reserve_many, Enqueued, PortError, QueueStore, ReserveOptions, TaskListing, TaskQuery,
+};
 
 use super::guard::{CallError, Guard};
 use super::status::{ResilienceStatus, Service};
@@ -509,6 +511,37 @@ impl QueueStore for ResilientQueue {
             Err(e) if e.wants_fallback() => {
                 self.degraded(&e);
                 self.local.reserve(queues, opts).await
+            }
+            Err(e) => Err(e.into_port_error()),
+        }
+    }
+
+    /// Ready local tasks first (as [`QueueStore::reserve`] does), else one batched call to the
+    /// primary through the guard, else the local queue when the primary is unavailable.
+    async fn reserve_many(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        opts: ReserveOptions,
+    ) -> Result<Vec<Lease>, PortError> {
+        check_reserve_many(queues, max)?;
+        opts.validate()?;
+        let opts = opts.wait(Duration::ZERO);
+        if self.has_local() {
+            let leases = self.local.reserve_many(queues, max, opts.clone()).await?;
+            if !leases.is_empty() {
+                return Ok(leases);
+            }
+        }
+        match self
+            .guard
+            .call(|| self.primary.reserve_many(queues, max, opts.clone()))
+            .await
+        {
+            Ok(leases) => Ok(leases),
+            Err(e) if e.wants_fallback() => {
+                self.degraded(&e);
+                self.local.reserve_many(queues, max, opts).await
             }
             Err(e) => Err(e.into_port_error()),
         }

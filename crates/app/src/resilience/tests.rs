@@ -1232,3 +1232,47 @@ fn options_follow_the_configuration() {
     assert!(o.failure_modes.values().all(|m| *m == FailureMode::Local));
     assert_eq!(o.limits, settings.limits);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batched_reserve_takes_local_tasks_first_then_the_primary_or_the_fallback() {
+    let rig = rig();
+    let rq = rig.r.queue();
+    let jobs = q("batch");
+    let queues = std::slice::from_ref(&jobs);
+    // Up: three tasks on the primary come back from one batched call.
+    for n in 0..3 {
+        put(rq, &jobs, spec(n)).await;
+    }
+    let leases = rq
+        .reserve_many(queues, 10, lease_for(60_000))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 3);
+    assert_eq!(rq.local_tasks(), 0);
+    let ids: std::collections::BTreeSet<_> = leases.iter().map(|l| l.task.id).collect();
+    assert_eq!(ids.len(), 3, "three tasks, each under its own lease");
+
+    // Down: tasks accepted locally are served locally, in batches too.
+    rig.sw.set_down(true);
+    for n in 3..5 {
+        put(rq, &jobs, spec(n)).await;
+    }
+    let local = rq
+        .reserve_many(queues, 10, lease_for(60_000))
+        .await
+        .unwrap();
+    assert_eq!(local.len(), 2);
+    assert!(rig.r.status().degraded());
+    // Nothing ready anywhere while down: an empty batch, not an error.
+    let none = rq
+        .reserve_many(queues, 10, lease_for(60_000))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // Bad arguments are refused before any call.
+    let e = rq
+        .reserve_many(queues, 0, lease_for(60_000))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PortError::Invalid { .. }), "{e:?}");
+}
