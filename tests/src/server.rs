@@ -178,6 +178,45 @@ impl TestServer {
             .body(body.to_string())
     }
 
+    /// `POST /v1/queues/{queue}/tasks` with `body` (and `key` as the bearer key, if any);
+    /// the created task.
+    ///
+    /// # Panics
+    /// When the answer is not 201 with a JSON task.
+    pub async fn enqueue(
+        &self,
+        key: Option<&str>,
+        queue: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
+        let mut req = self.post_json(&format!("/v1/queues/{queue}/tasks"), body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let (status, task) = answer(req).await;
+        assert_eq!(status, 201, "enqueue: {task}");
+        task
+    }
+
+    /// Reserves the next task of `queue` and fails it for good with `error`; the dead task.
+    ///
+    /// # Panics
+    /// When nothing is ready or a call does not answer as the contract says.
+    pub async fn kill_next(&self, queue: &str, error: &str) -> serde_json::Value {
+        let (status, lease) =
+            answer(self.post(&format!("/v1/queues/{queue}/reserve?lease_ms=60000"))).await;
+        assert_eq!(status, 200, "reserve: {lease}");
+        let id = lease["task"]["id"].as_str().unwrap_or_default().to_owned();
+        let (status, task) = answer(self.post_json(
+            &format!("/v1/queues/{queue}/tasks/{id}/fail"),
+            &serde_json::json!({"lease_token": lease["lease_token"], "error": error, "retry": false}),
+        ))
+        .await;
+        assert_eq!(status, 200, "fail: {task}");
+        assert_eq!(task["status"], "dead", "{task}");
+        task
+    }
+
     /// `PUT path`.
     pub fn put(&self, path: &str) -> RequestBuilder {
         self.client.put(self.url(path))
@@ -227,4 +266,20 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Sends `req`; the status and the JSON body.
+///
+/// # Panics
+/// When the request fails or the body is not JSON.
+async fn answer(req: RequestBuilder) -> (u16, serde_json::Value) {
+    let res = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
+    (status, body)
 }

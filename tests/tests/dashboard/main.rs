@@ -26,39 +26,6 @@ async fn json_of(res: reqwest::Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"))
 }
 
-async fn enqueue(s: &TestServer, key: Option<&str>, queue: &str, body: Value) -> Value {
-    let mut req = s.post_json(&format!("/v1/queues/{queue}/tasks"), &body);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    let res = req.send().await.unwrap();
-    assert_eq!(res.status(), 201);
-    json_of(res).await
-}
-
-/// Reserves the next task of `queue` and fails it without retry: it is dead.
-async fn kill_next(s: &TestServer, queue: &str, error: &str) -> Value {
-    let res = s
-        .post(&format!("/v1/queues/{queue}/reserve?lease_ms=60000"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let lease = json_of(res).await;
-    let id = lease["task"]["id"].as_str().unwrap().to_owned();
-    let res = s
-        .post_json(
-            &format!("/v1/queues/{queue}/tasks/{id}/fail"),
-            &json!({"lease_token": lease["lease_token"], "error": error, "retry": false}),
-        )
-        .send()
-        .await
-        .unwrap();
-    let task = json_of(res).await;
-    assert_eq!(task["status"], "dead", "{task}");
-    task
-}
-
 async fn task_status(s: &TestServer, queue: &str, id: &str) -> Value {
     json_of(
         s.get(&format!("/v1/queues/{queue}/tasks/{id}"))
@@ -97,27 +64,25 @@ async fn the_page_shows_a_queue_the_test_just_filled() {
     );
     let s = TestServer::start_with(Backend::Memory, setup).await;
     for n in 0..5 {
-        enqueue(
-            &s,
+        s.enqueue(
             None,
             "embeddings",
-            json!({"kind": "embed", "payload": {"doc": n}}),
+            &json!({"kind": "embed", "payload": {"doc": n}}),
         )
         .await;
     }
-    enqueue(
-        &s,
+    s.enqueue(
         None,
         "embeddings",
-        json!({"kind": "embed", "payload": {"doc": 99}, "delay_ms": 600000}),
+        &json!({"kind": "embed", "payload": {"doc": 99}, "delay_ms": 600000}),
     )
     .await;
-    kill_next(&s, "embeddings", "model returned 503: upstream overloaded").await;
-    enqueue(
-        &s,
+    s.kill_next("embeddings", "model returned 503: upstream overloaded")
+        .await;
+    s.enqueue(
         None,
         "exports",
-        json!({"kind": "export", "payload": {"rows": 10}}),
+        &json!({"kind": "export", "payload": {"rows": 10}}),
     )
     .await;
 
@@ -158,10 +123,13 @@ async fn the_page_shows_a_queue_the_test_just_filled() {
 async fn the_retry_action_requeues_a_dead_task_and_cancel_cancels_a_queued_one() {
     let s = TestServer::start(Backend::Memory).await;
     let q = "agent_tasks";
-    enqueue(&s, None, q, json!({"kind": "plan", "payload": 1})).await;
-    let dead = kill_next(&s, q, "poison payload").await;
+    s.enqueue(None, q, &json!({"kind": "plan", "payload": 1}))
+        .await;
+    let dead = s.kill_next(q, "poison payload").await;
     let dead_id = dead["id"].as_str().unwrap().to_owned();
-    let queued = enqueue(&s, None, q, json!({"kind": "plan", "payload": 2})).await;
+    let queued = s
+        .enqueue(None, q, &json!({"kind": "plan", "payload": 2}))
+        .await;
     let queued_id = queued["id"].as_str().unwrap().to_owned();
 
     let b = Browser::start().await;
@@ -245,11 +213,10 @@ async fn with_api_keys_the_page_asks_for_a_key_and_shows_only_its_scope() {
         sha256_hex("secret-b"),
     );
     let s = TestServer::start_with(Backend::Memory, TestSetup::new().toml(&toml)).await;
-    enqueue(
-        &s,
+    s.enqueue(
         Some("secret-b"),
         "exports",
-        json!({"kind": "export", "payload": 1}),
+        &json!({"kind": "export", "payload": 1}),
     )
     .await;
     start_operation(&s, Some("secret-a"), "op-a").await;

@@ -6,40 +6,6 @@ use spool_tests::{on_both_backends, Backend, TestServer, TestSetup};
 
 use crate::{expect_error, json};
 
-async fn enqueue(s: &TestServer, queue: &str, body: Value) -> Value {
-    let res = s
-        .post_json(&format!("/v1/queues/{queue}/tasks"), &body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "{:?}", res.text().await);
-    json(res).await
-}
-
-/// Reserves the next task of `queue` and fails it for good; returns the dead task.
-async fn kill_next(s: &TestServer, queue: &str, error: &str) -> Value {
-    let res = s
-        .post(&format!("/v1/queues/{queue}/reserve?lease_ms=30000"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let lease = json(res).await;
-    let id = lease["task"]["id"].as_str().unwrap().to_owned();
-    let res = s
-        .post_json(
-            &format!("/v1/queues/{queue}/tasks/{id}/fail"),
-            &json!({"lease_token": lease["lease_token"], "error": error, "retry": false}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let task = json(res).await;
-    assert_eq!(task["status"], "dead");
-    task
-}
-
 async fn listing(s: &TestServer, queue: &str, query: &str) -> Value {
     let res = s
         .get(&format!("/v1/queues/{queue}/tasks?{query}"))
@@ -62,9 +28,19 @@ fn ids(list: &Value) -> Vec<String> {
 async fn list_dead_then_retry(backend: Backend) {
     let s = TestServer::start(backend).await;
     let q = "lists";
-    let a = enqueue(&s, q, json!({"kind": "k", "payload": 1})).await;
-    let b = enqueue(&s, q, json!({"kind": "k", "payload": 2, "priority": 9})).await;
-    let waiting = enqueue(&s, q, json!({"kind": "k", "payload": 3, "delay_ms": 60000})).await;
+    let a = s
+        .enqueue(None, q, &json!({"kind": "k", "payload": 1}))
+        .await;
+    let b = s
+        .enqueue(None, q, &json!({"kind": "k", "payload": 2, "priority": 9}))
+        .await;
+    let waiting = s
+        .enqueue(
+            None,
+            q,
+            &json!({"kind": "k", "payload": 3, "delay_ms": 60000}),
+        )
+        .await;
 
     let queued = listing(&s, q, "status=queued").await;
     assert_eq!(queued["queue"], q);
@@ -79,7 +55,7 @@ async fn list_dead_then_retry(backend: Backend) {
         [waiting["id"].as_str().unwrap()]
     );
 
-    let dead = kill_next(&s, q, "poison payload").await;
+    let dead = s.kill_next(q, "poison payload").await;
     assert_eq!(dead["id"], b["id"]);
     let list = listing(&s, q, "status=dead&limit=10").await;
     assert_eq!(list["limit"], 10);
@@ -111,7 +87,8 @@ async fn list_dead_then_retry(backend: Backend) {
 
 async fn bad_listing_queries_are_400(backend: Backend) {
     let s = TestServer::start(backend).await;
-    enqueue(&s, "lists", json!({"kind": "k", "payload": 1})).await;
+    s.enqueue(None, "lists", &json!({"kind": "k", "payload": 1}))
+        .await;
     for query in [
         "",
         "status=bogus",
