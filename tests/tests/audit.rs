@@ -233,3 +233,92 @@ fn without_api_keys_the_principal_is_anonymous() {
     assert_eq!(events[2]["action"], "task.enqueue");
     assert_eq!(events[2]["outcome"], "invalid");
 }
+
+#[test]
+fn the_in_process_worker_audits_its_completions_and_failures_as_itself() {
+    use spool_app::services::EnqueueOptions;
+    use spool_app::worker::{HandlerError, TaskContext};
+    use spool_app::{config::Config, Spool};
+    use spool_domain::names::{CorrelationId, QueueName, TaskKind};
+    use tokio::sync::mpsc;
+
+    let payload = format!("PAYLOAD-{:016x}", rand::random::<u64>());
+    let p = payload.clone();
+    // (worker id, task ids), filled in by the run.
+    let mut seen = (String::new(), Vec::new());
+    let logs = captured(|| async {
+        let spool = Spool::from_config(&Config::default()).await.unwrap();
+        let queue = QueueName::agent_tasks();
+        let (good, bad) = (
+            TaskKind::parse("audit.good").unwrap(),
+            TaskKind::parse("audit.bad").unwrap(),
+        );
+        let mut ids = Vec::new();
+        for kind in [&good, &bad] {
+            let t = spool
+                .queue()
+                .enqueue(
+                    &queue,
+                    kind,
+                    &serde_json::json!({ "secret": p }),
+                    EnqueueOptions::new()
+                        .correlation_id(CorrelationId::parse("audit-worker-1").unwrap()),
+                )
+                .await
+                .unwrap();
+            ids.push(t.task().id.to_string());
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let (tx_good, tx_bad) = (tx.clone(), tx);
+        let runtime = spool
+            .worker()
+            .register(
+                queue.clone(),
+                good,
+                move |_: TaskContext, _: serde_json::Value| {
+                    let tx = tx_good.clone();
+                    async move {
+                        let _ = tx.send(());
+                        Ok(None)
+                    }
+                },
+            )
+            .register(queue, bad, move |_: TaskContext, _: serde_json::Value| {
+                let tx = tx_bad.clone();
+                async move {
+                    let _ = tx.send(());
+                    Err(HandlerError::permanent("refused on purpose"))
+                }
+            })
+            .build();
+        let worker_id = runtime.worker_id().as_str().to_owned();
+        // Both handlers ran; the drain then lets both attempts report before it returns.
+        runtime
+            .run_until(async move {
+                rx.recv().await;
+                rx.recv().await;
+            })
+            .await;
+        seen = (worker_id, ids);
+    });
+    let (worker_id, ids) = seen;
+    assert!(!logs.contains(&payload), "a payload reached the logs");
+    let events = audit_events(&logs);
+    let of = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["task"] == id)
+            .unwrap_or_else(|| panic!("no audit event for task {id}: {events:?}"))
+            .clone()
+    };
+    let done = of(&ids[0]);
+    assert_eq!(done["action"], "task.complete", "{done}");
+    assert_eq!(done["principal"], worker_id.as_str(), "{done}");
+    assert_eq!(done["queue"], "agent_tasks", "{done}");
+    assert_eq!(done["outcome"], "ok", "{done}");
+    let failed = of(&ids[1]);
+    assert_eq!(failed["action"], "task.fail", "{failed}");
+    assert_eq!(failed["principal"], worker_id.as_str(), "{failed}");
+    assert_eq!(failed["correlation_id"], "audit-worker-1", "{failed}");
+    assert_eq!(done["correlation_id"], "audit-worker-1", "{done}");
+}
