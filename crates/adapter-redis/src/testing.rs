@@ -303,13 +303,27 @@ pub fn unique_prefix() -> KeyPrefix {
 
 /// A config for the shared test server with a unique prefix, short timeouts and `limits`.
 pub fn test_config(limits: StoreLimits) -> RedisConfig {
-    let mut config = RedisConfig::new(redis_url())
-        .prefix(unique_prefix())
-        .limits(limits);
+    for_tests(RedisConfig::new(redis_url()), limits)
+}
+
+/// `config` with a unique prefix, `limits`, a small pool and short timeouts.
+fn for_tests(config: RedisConfig, limits: StoreLimits) -> RedisConfig {
+    let mut config = config.prefix(unique_prefix()).limits(limits);
     config.pool_size = 2;
     config.connect_timeout = Duration::from_secs(5);
     config.command_timeout = Duration::from_secs(5);
     config
+}
+
+/// Connects, or panics naming `what` and where.
+async fn connect_for_tests(config: RedisConfig, what: &str) -> RedisBackend {
+    match RedisBackend::connect(config.clone()).await {
+        Ok(b) => b,
+        Err(e) => panic!(
+            "cannot connect to the test {what} at {}: {e}",
+            config.redacted_url()
+        ),
+    }
 }
 
 /// A backend on the shared test server with a unique prefix.
@@ -317,14 +331,7 @@ pub fn test_config(limits: StoreLimits) -> RedisConfig {
 /// # Panics
 /// When no server can be found or connected to.
 pub async fn backend(limits: StoreLimits) -> RedisBackend {
-    let config = test_config(limits);
-    match RedisBackend::connect(config.clone()).await {
-        Ok(b) => b,
-        Err(e) => panic!(
-            "cannot connect to the test redis at {}: {e}",
-            config.redacted_url()
-        ),
-    }
+    connect_for_tests(test_config(limits), "redis").await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -804,16 +811,10 @@ pub fn cluster_seeds() -> String {
 /// When the seed list does not parse.
 pub fn cluster_test_config(limits: StoreLimits) -> RedisConfig {
     let seeds = cluster_seeds();
-    let mut config = match RedisConfig::cluster(&seeds) {
-        Ok(c) => c,
+    match RedisConfig::cluster(&seeds) {
+        Ok(c) => for_tests(c, limits),
         Err(e) => panic!("{CLUSTER_VAR}={seeds:?}: {e}"),
     }
-    .prefix(unique_prefix())
-    .limits(limits);
-    config.pool_size = 2;
-    config.connect_timeout = Duration::from_secs(5);
-    config.command_timeout = Duration::from_secs(5);
-    config
 }
 
 /// A backend on the shared test cluster with a unique prefix.
@@ -821,14 +822,7 @@ pub fn cluster_test_config(limits: StoreLimits) -> RedisConfig {
 /// # Panics
 /// When no cluster can be found or connected to.
 pub async fn cluster_backend(limits: StoreLimits) -> RedisBackend {
-    let config = cluster_test_config(limits);
-    match RedisBackend::connect(config.clone()).await {
-        Ok(b) => b,
-        Err(e) => panic!(
-            "cannot connect to the test cluster at {}: {e}",
-            config.redacted_url()
-        ),
-    }
+    connect_for_tests(cluster_test_config(limits), "cluster").await
 }
 
 #[cfg(test)]

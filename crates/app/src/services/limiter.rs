@@ -255,26 +255,14 @@ impl RateLimiter {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::time::Duration;
-
-    use spool_domain::limit::{Algorithm, PolicyDecision};
+    use spool_domain::limit::PolicyDecision;
     use spool_ports::PortError;
 
     use super::*;
-    use crate::services::mocks::{unavailable, MockLimiter};
+    use crate::services::mocks::{rate_policy, unavailable, MockLimiter};
 
     fn policy(name: &str, scope: Scope, limit: u64) -> RatePolicy {
-        RatePolicy {
-            policy: Policy::new(
-                PolicyName::parse(name).unwrap(),
-                limit,
-                Duration::from_secs(60),
-                Algorithm::SlidingWindow,
-            )
-            .unwrap(),
-            scope,
-            failure_mode: FailureMode::Local,
-        }
+        rate_policy(name, scope, limit, FailureMode::Local)
     }
 
     fn policies() -> Vec<RatePolicy> {

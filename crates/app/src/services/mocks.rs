@@ -74,6 +74,26 @@ mockall::mock! {
     }
 }
 
+/// A one-minute sliding-window policy `name` of `limit` requests, on `scope`, with `mode`.
+pub fn rate_policy(
+    name: &str,
+    scope: super::Scope,
+    limit: u64,
+    mode: super::FailureMode,
+) -> super::RatePolicy {
+    super::RatePolicy {
+        policy: spool_domain::limit::Policy::new(
+            spool_domain::names::PolicyName::parse(name).expect("a valid policy name"),
+            limit,
+            Duration::from_secs(60),
+            spool_domain::limit::Algorithm::SlidingWindow,
+        )
+        .expect("a valid policy"),
+        scope,
+        failure_mode: mode,
+    }
+}
+
 /// A transient error, as a backend that is down returns.
 pub fn unavailable() -> PortError {
     PortError::Unavailable {

@@ -404,27 +404,15 @@ mod tests {
         use axum::body::Body;
         use axum::routing::get;
         use axum::Router;
-        use spool_domain::limit::{Algorithm, Policy};
-        use spool_domain::names::PolicyName;
         use spool_ports::PortError;
         use tower::ServiceExt;
 
         use super::super::*;
-        use crate::services::mocks::{unavailable, MockLimiter};
+        use crate::services::mocks::{rate_policy, unavailable, MockLimiter};
         use crate::services::{RatePolicy, Scope};
 
         fn policy(name: &str, limit: u64, mode: FailureMode) -> RatePolicy {
-            RatePolicy {
-                policy: Policy::new(
-                    PolicyName::parse(name).unwrap(),
-                    limit,
-                    Duration::from_secs(60),
-                    Algorithm::SlidingWindow,
-                )
-                .unwrap(),
-                scope: Scope::Ip,
-                failure_mode: mode,
-            }
+            rate_policy(name, Scope::Ip, limit, mode)
         }
 
         fn app(policies: Vec<RatePolicy>, error: fn() -> PortError) -> Router {
