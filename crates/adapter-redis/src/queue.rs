@@ -40,6 +40,8 @@
 //! `list` 1 (`lua/queue_list.lua`: at most `limit` entries of the listing's index, or
 //! [`TaskQuery::MAX_SCAN`] of the due-time index for scheduled / retrying tasks).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +56,10 @@ use spool_domain::task::{
 };
 use spool_domain::time::duration_millis;
 use spool_domain::Timestamp;
-use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions, TaskQuery};
+use spool_ports::{
+    check_complete_many, merge_outcomes, Completion, Enqueued, PortError, QueueStore,
+    ReserveOptions, TaskQuery,
+};
 use tokio::sync::Notify;
 
 use crate::backend::Shared;
@@ -251,8 +256,11 @@ impl RedisQueue {
             .await?;
         match tag.as_str() {
             "ok" => {
-                let task = task_from(queue, rest.into_iter().next())?;
-                Ok(ReserveOutcome::Leased(Box::new(task.lease())))
+                let lease = leases_from(queue, rest, opts.worker.as_ref())?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| corrupt("reserve reply: ok without a task"))?;
+                Ok(ReserveOutcome::Leased(Box::new(lease)))
             }
             "empty" => {
                 let now = rest.first().and_then(int).unwrap_or(0);
@@ -263,6 +271,21 @@ impl RedisQueue {
             }
             other => Err(corrupt(format!("reserve script tag {other}"))),
         }
+    }
+
+    /// A task result as the JSON text stored, refused when over `max_payload_bytes`.
+    fn result_text(&self, result: Option<&serde_json::Value>) -> Result<Option<String>, PortError> {
+        let Some(v) = result else { return Ok(None) };
+        let s =
+            serde_json::to_string(v).map_err(|e| PortError::invalid("result", e.to_string()))?;
+        let max = self.shared.limits.max_payload_bytes;
+        if s.len() > max {
+            return Err(PortError::invalid(
+                "result",
+                format!("{} bytes exceeds the maximum of {max}", s.len()),
+            ));
+        }
+        Ok(Some(s))
     }
 
     async fn stats_one(&self, queue: &QueueName) -> Result<QueueStats, PortError> {
@@ -461,11 +484,7 @@ impl QueueStore for RedisQueue {
                 )
                 .await?;
             match tag.as_str() {
-                "ok" => {
-                    for task in rest {
-                        leases.push(task_from(q, Some(task))?.lease());
-                    }
-                }
+                "ok" => leases.extend(leases_from(q, rest, opts.worker.as_ref())?),
                 "empty" => {}
                 other => return Err(corrupt(format!("reserve script tag {other}"))),
             }
@@ -505,21 +524,7 @@ impl QueueStore for RedisQueue {
         token: LeaseToken,
         result: Option<serde_json::Value>,
     ) -> Result<Task, PortError> {
-        let result_text = match &result {
-            Some(v) => {
-                let s = serde_json::to_string(v)
-                    .map_err(|e| PortError::invalid("result", e.to_string()))?;
-                let max = self.shared.limits.max_payload_bytes;
-                if s.len() > max {
-                    return Err(PortError::invalid(
-                        "result",
-                        format!("{} bytes exceeds the maximum of {max}", s.len()),
-                    ));
-                }
-                Some(s)
-            }
-            None => None,
-        };
+        let result_text = self.result_text(result.as_ref())?;
         let extra = vec![
             Value::from(token.get().to_string()),
             Value::from(if result_text.is_some() { "1" } else { "0" }),
@@ -534,6 +539,63 @@ impl QueueStore for RedisQueue {
             Ack::Replicas,
         )
         .await
+    }
+
+    /// One script call for the whole batch; an item whose result is too large is refused
+    /// here and never sent.
+    async fn complete_many(
+        &self,
+        queue: &QueueName,
+        batch: Vec<Completion>,
+    ) -> Result<Vec<Result<(), PortError>>, PortError> {
+        check_complete_many(&batch)?;
+        let mut decided: Vec<Option<Result<(), PortError>>> = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        let mut extra = vec![Value::Null];
+        for c in &batch {
+            match self.result_text(c.result.as_ref()) {
+                Ok(text) => {
+                    decided.push(None);
+                    sent.push(c.task);
+                    extra.push(Value::from(c.task.to_string()));
+                    extra.push(Value::from(c.token.get().to_string()));
+                    extra.push(Value::from(if text.is_some() { "1" } else { "0" }));
+                    extra.push(Value::from(text.unwrap_or_default()));
+                }
+                Err(e) => decided.push(Some(Err(e))),
+            }
+        }
+        let mut passed = Vec::with_capacity(sent.len());
+        if !sent.is_empty() {
+            extra[0] = Value::from(sent.len().to_string());
+            let (tag, rest) = self
+                .run(
+                    &self.shared.scripts.queue_complete_many,
+                    queue,
+                    None,
+                    extra,
+                    Ack::Replicas,
+                )
+                .await?;
+            if tag != "ok" || rest.len() != sent.len() {
+                return Err(corrupt(format!(
+                    "complete_many reply: {tag} with {} outcomes for {} items",
+                    rest.len(),
+                    sent.len()
+                )));
+            }
+            for (task, outcome) in sent.into_iter().zip(&rest) {
+                passed.push(match outcome.as_str().as_deref() {
+                    Some("ok") => Ok(()),
+                    Some("lease_lost") => Err(PortError::LeaseLost {
+                        task: task.to_string(),
+                    }),
+                    Some("not_found") => Err(PortError::not_found(format!("task {task}"))),
+                    _ => return Err(corrupt("complete_many reply: unknown outcome")),
+                });
+            }
+        }
+        Ok(merge_outcomes(decided, passed))
     }
 
     async fn fail(
@@ -731,7 +793,70 @@ fn created_task(queue: &QueueName, spec: TaskSpec, reply: &[Value]) -> Result<Ta
 /// Builds a [`Task`] from its hash.
 fn task_from(queue: &QueueName, reply: Option<Value>) -> Result<Task, PortError> {
     let items = array(reply.ok_or_else(|| corrupt("task reply without fields"))?)?;
-    let f = fields(&items)?;
+    task_from_fields(queue, &fields(&items)?)
+}
+
+/// The leases of a reserve script's `ok` reply (`now, expiry`, then per task its fields as
+/// read before the lease, its new attempts and lease_seq): each task with what the lease
+/// changed applied — status running, started and heartbeat now, the expiry, the worker.
+fn leases_from(
+    queue: &QueueName,
+    rest: Vec<Value>,
+    worker: Option<&WorkerId>,
+) -> Result<Vec<Lease>, PortError> {
+    if rest.len() < 2 || (rest.len() - 2) % 3 != 0 {
+        return Err(corrupt(
+            "reserve reply: expected time, expiry and task triples",
+        ));
+    }
+    let mut items = rest.into_iter();
+    let stamp = |v: Option<Value>, what: &str| {
+        v.as_ref()
+            .and_then(int)
+            .and_then(|n| u64::try_from(n).ok())
+            .map(|n| n.to_string())
+            .ok_or_else(|| corrupt(format!("reserve reply: {what}")))
+    };
+    let now = stamp(items.next(), "time")?;
+    let expires = stamp(items.next(), "lease expiry")?;
+    let mut leases = Vec::with_capacity(items.len() / 3);
+    while let (Some(flat), Some(attempts), Some(seq)) = (items.next(), items.next(), items.next()) {
+        let flat = array(flat)?;
+        let mut f = fields(&flat)?;
+        let text = |v: &Value, what: &str| {
+            v.as_str()
+                .map(|s| s.into_owned())
+                .ok_or_else(|| corrupt(format!("reserve reply: {what}")))
+        };
+        f.insert(Cow::Borrowed("status"), Cow::Borrowed("running"));
+        f.insert(
+            Cow::Borrowed("attempts"),
+            Cow::Owned(text(&attempts, "attempts")?),
+        );
+        f.insert(
+            Cow::Borrowed("lease_seq"),
+            Cow::Owned(text(&seq, "lease_seq")?),
+        );
+        f.insert(Cow::Borrowed("started_at"), Cow::Borrowed(now.as_str()));
+        f.insert(Cow::Borrowed("heartbeat_at"), Cow::Borrowed(now.as_str()));
+        f.insert(
+            Cow::Borrowed("lease_expires_at"),
+            Cow::Borrowed(expires.as_str()),
+        );
+        match worker {
+            Some(w) => f.insert(Cow::Borrowed("worker"), Cow::Borrowed(w.as_str())),
+            None => f.remove("worker"),
+        };
+        leases.push(task_from_fields(queue, &f)?.lease());
+    }
+    Ok(leases)
+}
+
+/// Builds a [`Task`] from its hash fields.
+fn task_from_fields(
+    queue: &QueueName,
+    f: &HashMap<Cow<'_, str>, Cow<'_, str>>,
+) -> Result<Task, PortError> {
     let get = |k: &str| f.get(k).map(|v| v.as_ref());
     let need = |k: &str| get(k).ok_or_else(|| corrupt(format!("task field {k} missing")));
     let num = |k: &str| -> Result<u64, PortError> {

@@ -133,6 +133,7 @@ pub(crate) struct Scripts {
     pub(crate) queue_reserve: LuaScript,
     pub(crate) queue_heartbeat: LuaScript,
     pub(crate) queue_complete: LuaScript,
+    pub(crate) queue_complete_many: LuaScript,
     pub(crate) queue_fail: LuaScript,
     pub(crate) queue_release: LuaScript,
     pub(crate) queue_cancel: LuaScript,
@@ -181,6 +182,11 @@ impl Scripts {
                 queue_script!("queue_complete.lua"),
                 wake,
             ),
+            queue_complete_many: LuaScript::new(
+                "queue_complete_many",
+                queue_script!("queue_complete_many.lua"),
+                wake,
+            ),
             queue_fail: LuaScript::new("queue_fail", queue_script!("queue_fail.lua"), wake),
             queue_release: LuaScript::new(
                 "queue_release",
@@ -214,7 +220,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&LuaScript; 18] {
+    fn all(&self) -> [&LuaScript; 19] {
         [
             &self.cache_set,
             &self.cache_delete,
@@ -224,6 +230,7 @@ impl Scripts {
             &self.queue_reserve,
             &self.queue_heartbeat,
             &self.queue_complete,
+            &self.queue_complete_many,
             &self.queue_fail,
             &self.queue_release,
             &self.queue_cancel,
@@ -240,7 +247,9 @@ impl Scripts {
     /// `SCRIPT LOAD`s every script once (at connect; on a cluster on every primary); a
     /// compile error surfaces here.
     pub(crate) async fn load(&self, pool: &Pool) -> Result<(), PortError> {
-        let loads = self.all().map(|s| async move {
+        // A lazy iterator: each future goes straight to the heap (an array of them, built on
+        // the stack first, overflows a 2 MB thread stack in debug builds).
+        let loads = self.all().into_iter().map(|s| async move {
             // On a single server `script_load_cluster` is a plain `SCRIPT LOAD`.
             pool.script_load_cluster::<String, _>(s.body.as_str())
                 .await

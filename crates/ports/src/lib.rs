@@ -46,7 +46,7 @@ pub use health::{BackendHealth, Health};
 pub use limiter::RateLimitStore;
 pub use progress::{EventStream, ProgressStore};
 pub use queue::{
-    check_reserve_many, Enqueued, QueueStore, ReserveOptions, TaskListing, TaskQuery,
-    RESERVE_MANY_MAX,
+    check_complete_many, check_reserve_many, merge_outcomes, Completion, Enqueued, QueueStore,
+    ReserveOptions, TaskListing, TaskQuery, COMPLETE_MANY_MAX, RESERVE_MANY_MAX,
 };
 pub use spool_domain as domain;

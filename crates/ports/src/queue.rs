@@ -54,6 +54,58 @@ pub fn check_reserve_many(queues: &[QueueName], max: usize) -> Result<(), PortEr
     Ok(())
 }
 
+/// Most completions one [`QueueStore::complete_many`] call takes.
+pub const COMPLETE_MANY_MAX: usize = 1_000;
+
+/// One success of a [`QueueStore::complete_many`] batch: what one
+/// [`QueueStore::complete`] call would carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The task.
+    pub task: TaskId,
+    /// Its lease's fencing token.
+    pub token: LeaseToken,
+    /// The task's result, if any.
+    pub result: Option<serde_json::Value>,
+}
+
+/// The argument check of [`QueueStore::complete_many`], for stores that implement it.
+///
+/// # Errors
+/// `Invalid` naming `batch` when it is empty or holds more than [`COMPLETE_MANY_MAX`].
+pub fn check_complete_many(batch: &[Completion]) -> Result<(), PortError> {
+    if batch.is_empty() || batch.len() > COMPLETE_MANY_MAX {
+        return Err(PortError::invalid(
+            "batch",
+            format!(
+                "{} completions is outside 1..={COMPLETE_MANY_MAX}",
+                batch.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The outcomes of a [`QueueStore::complete_many`] batch of which a layer settled some items
+/// itself (`Some` in `decided`, e.g. a result it refused) and passed the rest (`None`) on in one
+/// call whose outcomes, in order, are `passed`: one outcome per item, in the batch's order.
+pub fn merge_outcomes(
+    decided: Vec<Option<Result<(), PortError>>>,
+    passed: Vec<Result<(), PortError>>,
+) -> Vec<Result<(), PortError>> {
+    let mut passed = passed.into_iter();
+    decided
+        .into_iter()
+        .map(|d| {
+            d.or_else(|| passed.next()).unwrap_or_else(|| {
+                Err(PortError::internal(
+                    "complete_many: the store gave fewer outcomes than items",
+                ))
+            })
+        })
+        .collect()
+}
+
 /// How to reserve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReserveOptions {
@@ -329,6 +381,42 @@ pub trait QueueStore: Send + Sync {
         token: LeaseToken,
         result: Option<serde_json::Value>,
     ) -> Result<Task, PortError>;
+
+    /// Records the success of several tasks of `queue` at once: each item exactly as one
+    /// [`QueueStore::complete`] would record it, each checked against its own lease and fencing
+    /// token, in the given order (a task named twice succeeds once; the second is `LeaseLost`).
+    /// Returns one outcome per item, in order: `Ok(())`, or the error `complete` would have
+    /// given for that item alone (`LeaseLost`, `NotFound`, `Invalid` for a result too large) —
+    /// one item's error never stops the others. Only the outcome travels back, not the task. A
+    /// store SHOULD do this in one round trip; the default calls `complete` per item.
+    ///
+    /// # Errors
+    /// `Invalid` for an empty batch or one over [`COMPLETE_MANY_MAX`]; `Unavailable`. When an
+    /// error cuts the call short, items may have been recorded, as when the reply of a
+    /// `complete` is lost: a recorded success stays recorded, and an unrecorded one is
+    /// delivered again after its lease.
+    async fn complete_many(
+        &self,
+        queue: &QueueName,
+        batch: Vec<Completion>,
+    ) -> Result<Vec<Result<(), PortError>>, PortError> {
+        check_complete_many(&batch)?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for c in batch {
+            outcomes.push(
+                match self.complete(queue, c.task, c.token, c.result).await {
+                    Ok(_) => Ok(()),
+                    Err(
+                        e @ (PortError::LeaseLost { .. }
+                        | PortError::NotFound { .. }
+                        | PortError::Invalid(_)),
+                    ) => Err(e),
+                    Err(e) => return Err(e),
+                },
+            );
+        }
+        Ok(outcomes)
+    }
 
     /// Records a failed attempt: retried per [`Failure::retry`] while attempts remain,
     /// otherwise dead with the error kept as `last_error`.

@@ -11,7 +11,10 @@ use base64::Engine as _;
 use spool_domain::names::{QueueName, TaskId};
 use spool_domain::task::{Failure, Lease, LeaseToken, QueueStats, Retry, Task, TaskSpec};
 use spool_domain::Timestamp;
-use spool_ports::{Enqueued, PortError, QueueStore, ReserveOptions, TaskQuery};
+use spool_ports::{
+    check_complete_many, merge_outcomes, Completion, Enqueued, PortError, QueueStore,
+    ReserveOptions, TaskQuery,
+};
 
 use super::cache::{open_error, seal_error};
 use super::{Context, CryptoError, Keyring};
@@ -261,6 +264,40 @@ impl QueueStore for EncryptedQueue {
         };
         let t = self.inner.complete(queue, task, token, result).await?;
         self.open_task(t)
+    }
+
+    /// Each result sealed as `complete` seals it (an item that cannot be sealed fails
+    /// alone), then one batched call.
+    async fn complete_many(
+        &self,
+        queue: &QueueName,
+        batch: Vec<Completion>,
+    ) -> Result<Vec<Result<(), PortError>>, PortError> {
+        check_complete_many(&batch)?;
+        if !self.is_sensitive(queue) {
+            return self.inner.complete_many(queue, batch).await;
+        }
+        let mut outcomes: Vec<Option<Result<(), PortError>>> = Vec::with_capacity(batch.len());
+        let mut sealed = Vec::with_capacity(batch.len());
+        for mut c in batch {
+            if let Some(r) = c.result.take() {
+                match self.seal_value(queue, c.task, TaskField::Result, &r) {
+                    Ok(s) => c.result = Some(s),
+                    Err(e) => {
+                        outcomes.push(Some(Err(e)));
+                        continue;
+                    }
+                }
+            }
+            outcomes.push(None);
+            sealed.push(c);
+        }
+        let passed = if sealed.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.complete_many(queue, sealed).await?
+        };
+        Ok(merge_outcomes(outcomes, passed))
     }
 
     async fn fail(

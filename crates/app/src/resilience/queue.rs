@@ -15,7 +15,8 @@ use spool_domain::task::{
     Failure, Lease, LeaseToken, MaxAttempts, QueueStats, Schedule, Task, TaskSpec, TaskStatus,
 };
 use spool_ports::{
-    check_reserve_many, Enqueued, PortError, QueueStore, ReserveOptions, TaskListing, TaskQuery,
+    check_complete_many, check_reserve_many, merge_outcomes, Completion, Enqueued, PortError,
+    QueueStore, ReserveOptions, TaskListing, TaskQuery,
 };
 
 use super::guard::{CallError, Guard};
@@ -577,6 +578,34 @@ impl QueueStore for ResilientQueue {
                     .await
             }
         }
+    }
+
+    /// Tasks leased from the local queue complete there; the rest go to the primary in one
+    /// guarded call.
+    async fn complete_many(
+        &self,
+        queue: &QueueName,
+        batch: Vec<Completion>,
+    ) -> Result<Vec<Result<(), PortError>>, PortError> {
+        check_complete_many(&batch)?;
+        let mut outcomes: Vec<Option<Result<(), PortError>>> = Vec::with_capacity(batch.len());
+        let mut remote = Vec::with_capacity(batch.len());
+        for c in batch {
+            if self.locate(queue, c.task).is_some() {
+                let done = self.local.complete(queue, c.task, c.token, c.result).await;
+                outcomes.push(Some(done.map(|_| ())));
+            } else {
+                outcomes.push(None);
+                remote.push(c);
+            }
+        }
+        let passed = if remote.is_empty() {
+            Vec::new()
+        } else {
+            self.primary_only(|| self.primary.complete_many(queue, remote.clone()))
+                .await?
+        };
+        Ok(merge_outcomes(outcomes, passed))
     }
 
     async fn fail(

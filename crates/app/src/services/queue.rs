@@ -12,7 +12,7 @@ use spool_domain::names::{CorrelationId, QueueName, TaskId, TaskKind, UniqueKey}
 use spool_domain::task::{
     Failure, Lease, LeaseToken, MaxAttempts, Priority, QueueStats, Schedule, Task, TaskSpec,
 };
-use spool_ports::{Enqueued, QueueStore, ReserveOptions, TaskQuery};
+use spool_ports::{Completion, Enqueued, PortError, QueueStore, ReserveOptions, TaskQuery};
 
 use super::ServiceError;
 
@@ -405,6 +405,20 @@ impl QueueManager {
         result: Option<serde_json::Value>,
     ) -> Result<Task, ServiceError> {
         Ok(self.inner.store.complete(queue, id, token, result).await?)
+    }
+
+    /// Records the success of several tasks of `queue` at once, each under its own lease (see
+    /// [`QueueStore::complete_many`]); one outcome per item, in order.
+    ///
+    /// # Errors
+    /// `Invalid` batch size; port errors that cut the whole call short.
+    #[tracing::instrument(name = "queue.complete_many", skip_all, fields(queue = %queue, tasks = batch.len()))]
+    pub async fn complete_many(
+        &self,
+        queue: &QueueName,
+        batch: Vec<Completion>,
+    ) -> Result<Vec<Result<(), PortError>>, ServiceError> {
+        Ok(self.inner.store.complete_many(queue, batch).await?)
     }
 
     /// Records a failed attempt.

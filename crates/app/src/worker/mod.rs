@@ -30,6 +30,7 @@
 //!
 //! How each attempt ends is described on [`WorkerRuntime`].
 
+mod completer;
 mod context;
 pub mod examples;
 mod registry;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::completer::{self, Completer, Completions};
 use super::context::{HandlerResult, TaskContext};
 use super::registry::{Registry, StartError};
 use crate::audit;
@@ -198,8 +199,10 @@ impl WorkerBuilder {
             })
             .collect();
         let worker_id = self.worker_id.unwrap_or_else(generated_worker_id);
+        let (completer, completions) = completer::channel();
         WorkerRuntime {
             shared: Arc::new(Shared {
+                completer,
                 queue: self.queue,
                 progress: self.progress,
                 registry: self.registry,
@@ -213,6 +216,7 @@ impl WorkerBuilder {
             }),
             lanes,
             drain_timeout: self.drain_timeout,
+            completions,
         }
     }
 }
@@ -259,6 +263,8 @@ pub struct WorkerReport {
 }
 
 struct Shared {
+    /// Successes go out through it, batched ([`super::completer`]).
+    completer: Completer,
     queue: QueueManager,
     progress: ProgressTracker,
     registry: Registry,
@@ -290,6 +296,7 @@ pub struct WorkerRuntime {
     shared: Arc<Shared>,
     lanes: Vec<Lane>,
     drain_timeout: Duration,
+    completions: Completions,
 }
 
 impl fmt::Debug for WorkerRuntime {
@@ -325,6 +332,8 @@ impl WorkerRuntime {
         S: Future<Output = ()> + Send,
     {
         let shared = Arc::clone(&self.shared);
+        // Ends once the last task (holding `shared`, so the completer) is done.
+        self.completions.spawn(shared.queue.clone());
         tracing::info!(
             worker_id = %shared.worker_id,
             queues = ?self.lanes.iter().map(|l| l.queue.as_str()).collect::<Vec<_>>(),
@@ -635,7 +644,7 @@ async fn report(shared: &Shared, lease: &Lease, outcome: Outcome) {
     match outcome {
         Outcome::Complete(result) => {
             let done = shared
-                .queue
+                .completer
                 .complete(&task.queue, task.id, lease.token, result)
                 .await;
             audit_report(shared, lease, "task.complete", audit_outcome(&done));

@@ -22,7 +22,7 @@ use spool_domain::task::{
 use spool_domain::Timestamp;
 
 use super::{Factory, Fixture};
-use crate::{Enqueued, PortError, ReserveOptions, TaskListing, TaskQuery};
+use crate::{Completion, Enqueued, PortError, ReserveOptions, TaskListing, TaskQuery};
 
 /// A lease no test outlives, even on a slow Redis.
 const LONG: Duration = Duration::from_secs(30);
@@ -1139,6 +1139,167 @@ pub async fn reserve_many_validates_arguments(factory: Factory) {
     assert_eq!(got.len(), 1);
 }
 
+/// `complete_many` records each item as `complete` would, under its own lease: one item's
+/// stale token, unknown task or repeat does not stop the others.
+pub async fn complete_many_records_each_under_its_own_lease(factory: Factory) {
+    let fx = factory(StoreLimits::default()).await;
+    let q = queue("complete-many");
+    for n in 0..3 {
+        put(&fx, &q, spec(n)).await;
+    }
+    let leases = fx
+        .queue
+        .reserve_many(std::slice::from_ref(&q), 3, ReserveOptions::new(LONG))
+        .await
+        .expect("reserve_many");
+    let [a, b, c] = &leases[..] else {
+        panic!("expected 3 leases, got {}", leases.len());
+    };
+    let unknown = unknown_id();
+    let outcomes = fx
+        .queue
+        .complete_many(
+            &q,
+            vec![
+                Completion {
+                    task: a.task.id,
+                    token: a.token,
+                    result: Some(json!({ "ok": "a" })),
+                },
+                Completion {
+                    task: b.task.id,
+                    token: LeaseToken::new(b.token.get() + 1),
+                    result: None,
+                },
+                Completion {
+                    task: unknown,
+                    token: a.token,
+                    result: None,
+                },
+                Completion {
+                    task: c.task.id,
+                    token: c.token,
+                    result: None,
+                },
+                Completion {
+                    task: a.task.id,
+                    token: a.token,
+                    result: None,
+                },
+            ],
+        )
+        .await
+        .expect("complete_many");
+    assert_eq!(outcomes.len(), 5, "one outcome per item");
+    assert!(outcomes[0].is_ok(), "got {:?}", outcomes[0]);
+    assert!(
+        matches!(outcomes[1], Err(PortError::LeaseLost { .. })),
+        "a stale token: got {:?}",
+        outcomes[1]
+    );
+    assert!(
+        matches!(outcomes[2], Err(PortError::NotFound { .. })),
+        "an unknown task: got {:?}",
+        outcomes[2]
+    );
+    assert!(outcomes[3].is_ok(), "got {:?}", outcomes[3]);
+    assert!(
+        matches!(outcomes[4], Err(PortError::LeaseLost { .. })),
+        "the same task again: got {:?}",
+        outcomes[4]
+    );
+
+    let done = get(&fx, &q, a.task.id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.result, Some(json!({ "ok": "a" })));
+    assert!(done.finished_at.is_some());
+    assert_eq!(done.lease_expires_at, None);
+    let plain = get(&fx, &q, c.task.id).await;
+    assert_eq!(plain.status, TaskStatus::Succeeded);
+    assert_eq!(plain.result, None);
+    let still = get(&fx, &q, b.task.id).await;
+    assert_eq!(
+        still.status,
+        TaskStatus::Running,
+        "a refused item is untouched"
+    );
+    fx.queue
+        .complete(&q, b.task.id, b.token, None)
+        .await
+        .expect("its own token still completes it");
+    let st = stats(&fx, &q).await;
+    assert_eq!((st.succeeded, st.running, st.queued), (3, 0, 0));
+}
+
+/// `complete_many` refuses an empty or oversized batch; a result over the payload limit is
+/// that item's `Invalid`, and the other items are recorded.
+pub async fn complete_many_validates_its_batch(factory: Factory) {
+    let limits = StoreLimits {
+        max_payload_bytes: 64,
+        ..StoreLimits::default()
+    };
+    let fx = factory(limits).await;
+    let q = queue("complete-many-invalid");
+    let err = fx
+        .queue
+        .complete_many(&q, Vec::new())
+        .await
+        .expect_err("an empty batch");
+    assert!(matches!(err, PortError::Invalid { .. }), "got {err:?}");
+    let too_many = (0..=crate::COMPLETE_MANY_MAX)
+        .map(|_| Completion {
+            task: unknown_id(),
+            token: LeaseToken::new(1),
+            result: None,
+        })
+        .collect();
+    let err = fx
+        .queue
+        .complete_many(&q, too_many)
+        .await
+        .expect_err("an oversized batch");
+    assert!(matches!(err, PortError::Invalid { .. }), "got {err:?}");
+
+    put(&fx, &q, spec(1)).await;
+    put(&fx, &q, spec(2)).await;
+    let leases = fx
+        .queue
+        .reserve_many(std::slice::from_ref(&q), 2, ReserveOptions::new(LONG))
+        .await
+        .expect("reserve_many");
+    assert_eq!(leases.len(), 2);
+    let outcomes = fx
+        .queue
+        .complete_many(
+            &q,
+            vec![
+                Completion {
+                    task: leases[0].task.id,
+                    token: leases[0].token,
+                    result: Some(json!("x".repeat(200))),
+                },
+                Completion {
+                    task: leases[1].task.id,
+                    token: leases[1].token,
+                    result: Some(json!(1)),
+                },
+            ],
+        )
+        .await
+        .expect("complete_many");
+    assert!(
+        matches!(outcomes[0], Err(PortError::Invalid { .. })),
+        "got {:?}",
+        outcomes[0]
+    );
+    assert!(outcomes[1].is_ok(), "got {:?}", outcomes[1]);
+    assert_eq!(
+        get(&fx, &q, leases[0].task.id).await.status,
+        TaskStatus::Running
+    );
+    assert_eq!(get(&fx, &q, leases[1].task.id).await.result, Some(json!(1)));
+}
+
 /// A waiting reserver is woken by an enqueue, well before its wait runs out.
 pub async fn waiting_reserve_wakes_on_enqueue(factory: Factory) {
     let fx = factory(StoreLimits::default()).await;
@@ -1794,6 +1955,8 @@ macro_rules! __conformance_queue {
                 invalid_reserve_options,
                 reserve_many_takes_tasks_in_order_each_under_its_own_lease,
                 reserve_many_validates_arguments,
+                complete_many_records_each_under_its_own_lease,
+                complete_many_validates_its_batch,
                 finished_tasks_expire_after_retention,
                 given_id_is_kept,
                 enqueue_with_given_id_is_idempotent,
