@@ -1,13 +1,13 @@
--- Task::new. ARGV[3..]: random ULID tail (16 chars), kind, payload, priority, rank,
--- max_attempts, backoff initial ms, backoff max ms, backoff factor, jitter ('none'|'full'),
--- timeout ms or '', unique key or '', correlation id or '', schedule ('now'|'after'|'at'),
--- schedule ms, the caller's task id or '' (a ULID; '' = build one from server time + tail).
+-- Task::new. ARGV[3..]: random ULID tail (16 chars), spec (the task's immutable description
+-- as the client packed it: kind, priority, timeout, correlation id; never read here), payload,
+-- rank, max_attempts, backoff ('<initial ms> <max ms> <factor> <none|full>'), unique key or '',
+-- schedule ('now'|'after'|'at'), schedule ms, the caller's task id or '' (a ULID; '' = build
+-- one from server time + tail).
 -- Returns { 'created', id, now ms, due ms }, { 'duplicate', task fields } or
 -- { 'collision', id }.
-local tail, kind, payload, priority, rank = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local max_attempts, b_init, b_max, b_factor, b_jitter = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-local timeout, unique, corr, sched, sched_ms = ARGV[13], ARGV[14], ARGV[15], ARGV[16], tonumber(ARGV[17])
-local given = ARGV[18] or ''
+local tail, spec, payload, rank, max_attempts = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local backoff, unique, sched, sched_ms = ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
+local given = ARGV[12] or ''
 
 -- A given id that names a task of this queue (any status; finished ones until their hash
 -- expires with the retention) makes the enqueue idempotent: nothing is added.
@@ -55,19 +55,17 @@ end
 
 -- The whole hash in one HSET. The reply carries only what the server decided (id, time, due
 -- time): the client builds the task from the spec it sent (Task::new).
+-- Fields read by other scripts stay fields of their own; what only the client reads is packed
+-- (spec, backoff), so every later HGETALL / HSET handles fewer fields.
 local f = {
-  'id', id, 'kind', kind, 'payload', payload, 'priority', priority, 'rank', rank,
-  'attempts', '0', 'max_attempts', max_attempts,
-  'backoff_initial_ms', b_init, 'backoff_max_ms', b_max, 'backoff_factor', b_factor,
-  'backoff_jitter', b_jitter, 'enqueued_at', fmt(NOW), 'lease_seq', '0',
+  'id', id, 'spec', spec, 'payload', payload, 'rank', rank, 'attempts', '0',
+  'max_attempts', max_attempts, 'backoff', backoff, 'enqueued_at', fmt(NOW), 'lease_seq', '0',
 }
 local function put(k, v)
   f[#f + 1] = k
   f[#f + 1] = v
 end
-if timeout ~= '' then put('timeout_ms', timeout) end
 if unique ~= '' then put('unique_key', unique) end
-if corr ~= '' then put('correlation_id', corr) end
 if due > NOW then
   put('status', 'scheduled')
   put('scheduled_for', fmt(due))

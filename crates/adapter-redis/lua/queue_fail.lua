@@ -7,8 +7,13 @@ local after_ms, random = tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('EXISTS', key) == 0 then return fail_reply('not_found') end
 if not holds_lease(key, token) then return fail_reply('lease_lost') end
 local f = redis.call('HMGET', key, 'id', 'attempts', 'max_attempts', 'backoff_initial_ms',
-  'backoff_max_ms', 'backoff_factor', 'backoff_jitter')
+  'backoff_max_ms', 'backoff_factor', 'backoff_jitter', 'backoff')
 local id, attempts, max = f[1], tonumber(f[2]), tonumber(f[3])
+if f[8] then
+  -- The packed form '<initial> <max> <factor> <jitter>' (tasks of earlier versions keep four
+  -- fields).
+  f[4], f[5], f[6], f[7] = string.match(f[8], '^(%d+) (%d+) (%d+) (%a+)$')
+end
 local delay = nil
 if mode == 'never' or attempts >= max then
   delay = nil

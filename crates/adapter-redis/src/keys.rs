@@ -72,12 +72,24 @@ impl Keys {
 
     /// `<prefix>:{c:<project>}:` — everything of one cache scope starts with this.
     pub(crate) fn cache_scope(&self, project: &ProjectId) -> String {
-        format!("{}:{{c:{}}}:", self.prefix, project)
+        self.cache_key_with(project, &[])
     }
 
-    /// The key holding one cached value.
+    /// The key holding one cached value: built in one allocation, no formatting machinery
+    /// (it is on the path of every cache read).
     pub(crate) fn cache_value(&self, key: &ScopedKey) -> String {
-        format!("{}k:{}", self.cache_scope(&key.project), key.key)
+        self.cache_key_with(&key.project, &["k:", key.key.as_str()])
+    }
+
+    /// `<prefix>:{c:<project>}:` followed by `tail`.
+    fn cache_key_with(&self, project: &ProjectId, tail: &[&str]) -> String {
+        let (prefix, project) = (self.prefix.as_str(), project.as_str());
+        let len = prefix.len() + project.len() + 6 + tail.iter().map(|t| t.len()).sum::<usize>();
+        let mut k = String::with_capacity(len);
+        for part in [prefix, ":{c:", project, "}:"].iter().chain(tail) {
+            k.push_str(part);
+        }
+        k
     }
 
     /// The per-scope index of live keys.

@@ -97,6 +97,7 @@ mod progress;
 mod queue;
 mod reply;
 mod scripts;
+mod task_hash;
 mod wake;
 
 #[cfg(feature = "testing")]

@@ -66,6 +66,7 @@ use crate::backend::Shared;
 use crate::error::{classify, corrupt};
 use crate::reply::{array, fields, int, tagged, text};
 use crate::scripts::LuaScript;
+use crate::task_hash::{decode_backoff, encode_backoff, PackedSpec};
 use crate::wake::MAX_IDLE_WAIT;
 
 /// The Redis queue store.
@@ -336,34 +337,16 @@ impl QueueStore for RedisQueue {
             Schedule::After(d) => ("after", duration_millis(d)),
             Schedule::At(t) => ("at", t.as_millis()),
         };
-        let b = spec.backoff;
         let extra: Vec<Value> = vec![
             ulid_tail().into(),
-            spec.kind.as_str().into(),
+            PackedSpec::encode(&spec).into(),
             payload.into(),
-            i64::from(spec.priority.get()).to_string().into(),
             spec.priority.rank().to_string().into(),
             spec.max_attempts.get().to_string().into(),
-            b.initial_ms.to_string().into(),
-            b.max_ms.to_string().into(),
-            b.factor.to_string().into(),
-            match b.jitter {
-                Jitter::None => "none",
-                Jitter::Full => "full",
-            }
-            .into(),
-            spec.timeout
-                .map(|t| duration_millis(t).to_string())
-                .unwrap_or_default()
-                .into(),
+            encode_backoff(&spec.backoff).into(),
             spec.unique_key
                 .as_ref()
                 .map_or("", |k| k.as_str())
-                .to_owned()
-                .into(),
-            spec.correlation_id
-                .as_ref()
-                .map_or("", |c| c.as_str())
                 .to_owned()
                 .into(),
             sched.into(),
@@ -884,21 +867,27 @@ fn task_from_fields(
     let small = |k: &str| -> Result<u32, PortError> {
         u32::try_from(num(k)?).map_err(|_| corrupt(format!("task field {k} out of range")))
     };
-    Ok(Task {
-        id: TaskId::parse(need("id")?).map_err(bad("id"))?,
-        queue: queue.clone(),
-        kind: TaskKind::parse(need("kind")?).map_err(bad("kind"))?,
-        payload: json("payload", need("payload")?)?,
-        priority: Priority::new(
+    // The packed fields, or the separate ones of tasks stored by earlier versions.
+    let packed = get("spec").map(PackedSpec::decode).transpose()?;
+    let (kind, priority, timeout_ms, correlation_id) = match &packed {
+        Some(p) => (
+            p.kind.as_ref(),
+            p.priority,
+            p.timeout_ms,
+            p.correlation_id.as_deref(),
+        ),
+        None => (
+            need("kind")?,
             need("priority")?
                 .parse::<i64>()
                 .map_err(|_| corrupt("task field priority"))?,
-        )
-        .map_err(bad("priority"))?,
-        status: TaskStatus::parse(need("status")?).ok_or_else(|| corrupt("task field status"))?,
-        attempts: small("attempts")?,
-        max_attempts: small("max_attempts")?,
-        backoff: Backoff {
+            opt_num("timeout_ms")?,
+            get("correlation_id"),
+        ),
+    };
+    let backoff = match get("backoff") {
+        Some(b) => decode_backoff(b)?,
+        None => Backoff {
             initial_ms: num("backoff_initial_ms")?,
             max_ms: num("backoff_max_ms")?,
             factor: small("backoff_factor")?,
@@ -908,12 +897,23 @@ fn task_from_fields(
                 Jitter::None
             },
         },
-        timeout_ms: opt_num("timeout_ms")?,
+    };
+    Ok(Task {
+        id: TaskId::parse(need("id")?).map_err(bad("id"))?,
+        queue: queue.clone(),
+        kind: TaskKind::parse(kind).map_err(bad("kind"))?,
+        payload: json("payload", need("payload")?)?,
+        priority: Priority::new(priority).map_err(bad("priority"))?,
+        status: TaskStatus::parse(need("status")?).ok_or_else(|| corrupt("task field status"))?,
+        attempts: small("attempts")?,
+        max_attempts: small("max_attempts")?,
+        backoff,
+        timeout_ms,
         unique_key: get("unique_key")
             .map(UniqueKey::parse)
             .transpose()
             .map_err(bad("unique_key"))?,
-        correlation_id: get("correlation_id")
+        correlation_id: correlation_id
             .map(CorrelationId::parse)
             .transpose()
             .map_err(bad("correlation_id"))?,

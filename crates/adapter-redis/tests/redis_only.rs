@@ -770,3 +770,94 @@ async fn two_processes_share_a_queue_without_double_delivery_or_double_reclaim()
         .unwrap_err();
     assert!(matches!(err, PortError::LeaseLost { .. }), "{err:?}");
 }
+
+/// A task stored by an earlier version (kind, priority, timeout, correlation id and backoff as
+/// separate hash fields, before they were packed into `spec` and `backoff`) is still read,
+/// reserved and retried with its own backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_stored_in_the_earlier_layout_still_work() {
+    let server = own_server();
+    let prefix = testing::unique_prefix();
+    let backend = RedisBackend::connect(config(server.url(), &prefix))
+        .await
+        .unwrap();
+    let queue = backend.queue();
+    let q = QueueName::parse("legacy").unwrap();
+    let id = "01J00000000000000000000000";
+    let base = format!("{prefix}:{{q:legacy}}:");
+    let mut con = raw(&server.url());
+    redis::cmd("HSET")
+        .arg(format!("{base}t:{id}"))
+        .arg(&[
+            ("id", id),
+            ("kind", "old.kind"),
+            ("payload", "{\"n\":1}"),
+            ("priority", "3"),
+            ("rank", "97"),
+            ("attempts", "0"),
+            ("max_attempts", "3"),
+            ("backoff_initial_ms", "60000"),
+            ("backoff_max_ms", "120000"),
+            ("backoff_factor", "2"),
+            ("backoff_jitter", "none"),
+            ("timeout_ms", "900"),
+            ("correlation_id", "req-old"),
+            ("enqueued_at", "1000"),
+            ("lease_seq", "0"),
+            ("status", "queued"),
+            ("ready_at", "1000"),
+        ])
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("ZADD")
+        .arg(format!("{base}ready"))
+        .arg(97u64 << 40)
+        .arg(id)
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("ZADD")
+        .arg(format!("{base}waiting"))
+        .arg(1000)
+        .arg(id)
+        .exec(&mut con)
+        .unwrap();
+
+    let lease = queue
+        .reserve(
+            std::slice::from_ref(&q),
+            ReserveOptions::new(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap()
+        .expect("the old task is reserved");
+    let t = &lease.task;
+    assert_eq!(t.id.to_string(), id);
+    assert_eq!(t.kind.as_str(), "old.kind");
+    assert_eq!(t.payload, json!({"n": 1}));
+    assert_eq!(t.priority.get(), 3);
+    assert_eq!(t.timeout_ms, Some(900));
+    assert_eq!(
+        t.correlation_id.as_ref().map(|c| c.as_str()),
+        Some("req-old")
+    );
+    assert_eq!((t.backoff.initial_ms, t.backoff.max_ms), (60_000, 120_000));
+
+    let failed = queue
+        .fail(
+            &q,
+            t.id,
+            lease.token,
+            Failure {
+                error: "boom".into(),
+                retry: Retry::Backoff,
+            },
+        )
+        .await
+        .expect("the old task's backoff is read by the fail script");
+    let started = failed.started_at.expect("started").as_millis();
+    let due = failed.scheduled_for.expect("a retry time").as_millis();
+    assert!(
+        due >= started + 60_000,
+        "retried after its own initial backoff: due {due}, started {started}"
+    );
+}
