@@ -57,7 +57,7 @@ use spool_domain::task::{
 use spool_domain::time::duration_millis;
 use spool_domain::Timestamp;
 use spool_ports::{
-    check_complete_many, merge_outcomes, Completion, Enqueued, PortError, QueueStore,
+    check_complete_many, complete_rest, Completion, Enqueued, PortError, QueueStore,
     ReserveOptions, TaskQuery,
 };
 use tokio::sync::Notify;
@@ -535,21 +535,21 @@ impl QueueStore for RedisQueue {
         let mut decided: Vec<Option<Result<(), PortError>>> = Vec::with_capacity(batch.len());
         let mut sent = Vec::with_capacity(batch.len());
         let mut extra = vec![Value::Null];
-        for c in &batch {
+        for c in batch {
             match self.result_text(c.result.as_ref()) {
                 Ok(text) => {
                     decided.push(None);
-                    sent.push(c.task);
                     extra.push(Value::from(c.task.to_string()));
                     extra.push(Value::from(c.token.get().to_string()));
                     extra.push(Value::from(if text.is_some() { "1" } else { "0" }));
                     extra.push(Value::from(text.unwrap_or_default()));
+                    sent.push(c);
                 }
                 Err(e) => decided.push(Some(Err(e))),
             }
         }
-        let mut passed = Vec::with_capacity(sent.len());
-        if !sent.is_empty() {
+        complete_rest(decided, sent, |sent| async move {
+            // The item count, known once the refused ones are out.
             extra[0] = Value::from(sent.len().to_string());
             let (tag, rest) = self
                 .run(
@@ -567,18 +567,19 @@ impl QueueStore for RedisQueue {
                     sent.len()
                 )));
             }
-            for (task, outcome) in sent.into_iter().zip(&rest) {
-                passed.push(match outcome.as_str().as_deref() {
-                    Some("ok") => Ok(()),
-                    Some("lease_lost") => Err(PortError::LeaseLost {
-                        task: task.to_string(),
-                    }),
-                    Some("not_found") => Err(PortError::not_found(format!("task {task}"))),
-                    _ => return Err(corrupt("complete_many reply: unknown outcome")),
-                });
-            }
-        }
-        Ok(merge_outcomes(decided, passed))
+            sent.iter()
+                .zip(&rest)
+                .map(|(c, outcome)| match outcome.as_str().as_deref() {
+                    Some("ok") => Ok(Ok(())),
+                    Some("lease_lost") => Ok(Err(PortError::LeaseLost {
+                        task: c.task.to_string(),
+                    })),
+                    Some("not_found") => Ok(Err(PortError::not_found(format!("task {}", c.task)))),
+                    _ => Err(corrupt("complete_many reply: unknown outcome")),
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn fail(

@@ -30,6 +30,16 @@ fn own_server() -> RedisServer {
     RedisServer::spawn().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A private server and a backend connected to it under a fresh prefix.
+async fn own_backend() -> (RedisServer, KeyPrefix, RedisBackend) {
+    let server = own_server();
+    let prefix = testing::unique_prefix();
+    let backend = RedisBackend::connect(config(server.url(), &prefix))
+        .await
+        .unwrap();
+    (server, prefix, backend)
+}
+
 fn raw(url: &str) -> redis::Connection {
     redis::Client::open(url).unwrap().get_connection().unwrap()
 }
@@ -429,11 +439,7 @@ async fn key_layout_prefix_slots_and_ttls_as_seen_by_an_independent_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_unavailable_while_down_then_recovers_without_rebuilding() {
-    let mut server = own_server();
-    let prefix = testing::unique_prefix();
-    let backend = RedisBackend::connect(config(server.url(), &prefix))
-        .await
-        .unwrap();
+    let (mut server, prefix, backend) = own_backend().await;
     exercise(&backend, "before").await;
 
     server.stop();
@@ -519,11 +525,7 @@ fn command_calls(con: &mut redis::Connection, command: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_reserver_does_not_busy_poll_and_is_woken_by_pubsub() {
-    let server = own_server();
-    let prefix = testing::unique_prefix();
-    let backend = RedisBackend::connect(config(server.url(), &prefix))
-        .await
-        .unwrap();
+    let (server, prefix, backend) = own_backend().await;
     let queue = backend.queue();
     let q = QueueName::parse("idle").unwrap();
     let mut con = raw(&server.url());
@@ -776,11 +778,7 @@ async fn two_processes_share_a_queue_without_double_delivery_or_double_reclaim()
 /// reserved and retried with its own backoff.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_stored_in_the_earlier_layout_still_work() {
-    let server = own_server();
-    let prefix = testing::unique_prefix();
-    let backend = RedisBackend::connect(config(server.url(), &prefix))
-        .await
-        .unwrap();
+    let (server, prefix, backend) = own_backend().await;
     let queue = backend.queue();
     let q = QueueName::parse("legacy").unwrap();
     let id = "01J00000000000000000000000";

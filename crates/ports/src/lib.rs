@@ -46,7 +46,7 @@ pub use health::{BackendHealth, Health};
 pub use limiter::RateLimitStore;
 pub use progress::{EventStream, ProgressStore};
 pub use queue::{
-    check_complete_many, check_reserve_many, merge_outcomes, Completion, Enqueued, QueueStore,
+    check_complete_many, check_reserve_many, complete_rest, Completion, Enqueued, QueueStore,
     ReserveOptions, TaskListing, TaskQuery, COMPLETE_MANY_MAX, RESERVE_MANY_MAX,
 };
 pub use spool_domain as domain;

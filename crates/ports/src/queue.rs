@@ -87,14 +87,28 @@ pub fn check_complete_many(batch: &[Completion]) -> Result<(), PortError> {
 }
 
 /// The outcomes of a [`QueueStore::complete_many`] batch of which a layer settled some items
-/// itself (`Some` in `decided`, e.g. a result it refused) and passed the rest (`None`) on in one
-/// call whose outcomes, in order, are `passed`: one outcome per item, in the batch's order.
-pub fn merge_outcomes(
+/// itself (`Some` in `decided`, e.g. a result it refused) and passes the rest (`None`), in
+/// order, to one `call` (skipped when nothing is left): one outcome per item, in the batch's
+/// order.
+///
+/// # Errors
+/// The error of `call`.
+pub async fn complete_rest<F, Fut>(
     decided: Vec<Option<Result<(), PortError>>>,
-    passed: Vec<Result<(), PortError>>,
-) -> Vec<Result<(), PortError>> {
+    rest: Vec<Completion>,
+    call: F,
+) -> Result<Vec<Result<(), PortError>>, PortError>
+where
+    F: FnOnce(Vec<Completion>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Result<(), PortError>>, PortError>>,
+{
+    let passed = if rest.is_empty() {
+        Vec::new()
+    } else {
+        call(rest).await?
+    };
     let mut passed = passed.into_iter();
-    decided
+    Ok(decided
         .into_iter()
         .map(|d| {
             d.or_else(|| passed.next()).unwrap_or_else(|| {
@@ -103,7 +117,7 @@ pub fn merge_outcomes(
                 ))
             })
         })
-        .collect()
+        .collect())
 }
 
 /// How to reserve.

@@ -12,7 +12,7 @@ use spool_domain::names::{QueueName, TaskId};
 use spool_domain::task::{Failure, Lease, LeaseToken, QueueStats, Retry, Task, TaskSpec};
 use spool_domain::Timestamp;
 use spool_ports::{
-    check_complete_many, merge_outcomes, Completion, Enqueued, PortError, QueueStore,
+    check_complete_many, complete_rest, Completion, Enqueued, PortError, QueueStore,
     ReserveOptions, TaskQuery,
 };
 
@@ -292,12 +292,10 @@ impl QueueStore for EncryptedQueue {
             outcomes.push(None);
             sealed.push(c);
         }
-        let passed = if sealed.is_empty() {
-            Vec::new()
-        } else {
-            self.inner.complete_many(queue, sealed).await?
-        };
-        Ok(merge_outcomes(outcomes, passed))
+        complete_rest(outcomes, sealed, |rest| {
+            self.inner.complete_many(queue, rest)
+        })
+        .await
     }
 
     async fn fail(

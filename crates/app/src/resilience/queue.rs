@@ -15,7 +15,7 @@ use spool_domain::task::{
     Failure, Lease, LeaseToken, MaxAttempts, QueueStats, Schedule, Task, TaskSpec, TaskStatus,
 };
 use spool_ports::{
-    check_complete_many, check_reserve_many, merge_outcomes, Completion, Enqueued, PortError,
+    check_complete_many, check_reserve_many, complete_rest, Completion, Enqueued, PortError,
     QueueStore, ReserveOptions, TaskListing, TaskQuery,
 };
 
@@ -599,13 +599,10 @@ impl QueueStore for ResilientQueue {
                 remote.push(c);
             }
         }
-        let passed = if remote.is_empty() {
-            Vec::new()
-        } else {
-            self.primary_only(|| self.primary.complete_many(queue, remote.clone()))
-                .await?
-        };
-        Ok(merge_outcomes(outcomes, passed))
+        complete_rest(outcomes, remote, |rest| {
+            self.primary_only(move || self.primary.complete_many(queue, rest.clone()))
+        })
+        .await
     }
 
     async fn fail(

@@ -76,13 +76,13 @@ impl Completions {
 async fn run(queue: QueueManager, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut buf = Vec::new();
     while rx.recv_many(&mut buf, COMPLETE_MANY_MAX).await > 0 {
-        let mut by_queue: BTreeMap<QueueName, Vec<Pending>> = BTreeMap::new();
+        let mut by_queue: BTreeMap<QueueName, (Vec<Completion>, Vec<_>)> = BTreeMap::new();
         for p in buf.drain(..) {
-            by_queue.entry(p.queue.clone()).or_default().push(p);
+            let (batch, outcomes) = by_queue.entry(p.queue).or_default();
+            batch.push(p.completion);
+            outcomes.push(p.outcome);
         }
-        for (q, items) in by_queue {
-            let (batch, outcomes): (Vec<_>, Vec<_>) =
-                items.into_iter().map(|p| (p.completion, p.outcome)).unzip();
+        for (q, (batch, outcomes)) in by_queue {
             match queue.complete_many(&q, batch).await {
                 Ok(results) => {
                     for (tx, r) in outcomes.into_iter().zip(results) {
