@@ -1,5 +1,5 @@
 -- Task::cancel. KEYS[9] the task.
-cold()
+local M = maintenance()
 local key = KEYS[9]
 if redis.call('EXISTS', key) == 0 then return fail_reply('not_found') end
 local st = redis.call('HGET', key, 'status')
@@ -9,5 +9,5 @@ redis.call('ZREM', K_READY, id)
 redis.call('ZREM', K_WAITING, id)
 redis.call('ZREM', K_SCHED, id)
 redis.call('ZREM', K_RUNNING, id)
-finish(id, key, 'cancelled')
+M.finish(id, key, 'cancelled')
 return reply('ok', key)

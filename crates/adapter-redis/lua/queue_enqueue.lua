@@ -83,7 +83,7 @@ else
   local seq = redis.call('INCR', K_SEQ)
   redis.call('ZADD', K_READY, tonumber(rank) * RANK_SCALE + seq, id)
   redis.call('ZADD', K_WAITING, NOW, id)
-  woke = true
+  S.woke = true
 end
 wake()
 return { 'created', id, NOW, due }

@@ -1,7 +1,7 @@
 -- Task::fail with Backoff::delay. KEYS[9] the task; ARGV[3] token, ARGV[4] error,
 -- ARGV[5] retry mode ('backoff' | 'after' | 'never'), ARGV[6] delay ms for 'after',
 -- ARGV[7] random fraction in [0, 1) for the jitter.
-cold()
+local M = maintenance()
 local key, token, err, mode = KEYS[9], ARGV[3], ARGV[4], ARGV[5]
 local after_ms, random = tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('EXISTS', key) == 0 then return fail_reply('not_found') end
@@ -44,6 +44,6 @@ if delay then
   redis.call('ZADD', K_SCHED, due, id)
   due_at(due)
 else
-  finish(id, key, 'dead')
+  M.finish(id, key, 'dead')
 end
 return reply('ok', key)

@@ -1,5 +1,5 @@
 -- Task::requeue. KEYS[9] the task.
-cold()
+local M = maintenance()
 local key = KEYS[9]
 if redis.call('EXISTS', key) == 0 then return fail_reply('not_found') end
 local st = redis.call('HGET', key, 'status')
@@ -20,6 +20,6 @@ redis.call('ZREM', FINISHED[st], id)
 redis.call('PERSIST', key)
 redis.call('HSET', key, 'attempts', '0')
 redis.call('HDEL', key, 'finished_at', 'scheduled_for')
-make_ready(id, key, NOW)
+M.make_ready(id, key, NOW)
 if uk then redis.call('SET', BASE .. 'u:' .. uk, id) end
 return reply('ok', key)
