@@ -18,13 +18,14 @@ for i = 0, n - 1 do
   elseif f[1] ~= 'running' or f[2] ~= token or not f[3] or tonumber(f[3]) <= NOW then
     out[#out + 1] = 'lease_lost'
   else
+    -- The expiry of the lease stays in the hash: the status says the lease is over (readers
+    -- ignore lease_expires_at unless running), and not deleting it saves a command per task.
+    -- No earlier result can be there: a result is only written here and succeeded is final.
     if ARGV[a + 2] == '1' then
       redis.call('HSET', key, 'status', 'succeeded', 'finished_at', finished_at,
         'result', ARGV[a + 3])
-      redis.call('HDEL', key, 'lease_expires_at')
     else
       redis.call('HSET', key, 'status', 'succeeded', 'finished_at', finished_at)
-      redis.call('HDEL', key, 'lease_expires_at', 'result')
     end
     redis.call('PEXPIRE', key, RETENTION)
     local uk = f[4]

@@ -899,13 +899,22 @@ fn task_from_fields(
             },
         },
     };
+    let status = TaskStatus::parse(need("status")?).ok_or_else(|| corrupt("task field status"))?;
+    // Only a running task has a lease: `queue_complete_many.lua` leaves the expiry of the
+    // last lease in the hash (one command less per completed task) and it means nothing once
+    // the task has moved on.
+    let lease_expires_at = if status == TaskStatus::Running {
+        ts("lease_expires_at")?
+    } else {
+        None
+    };
     Ok(Task {
         id: TaskId::parse(need("id")?).map_err(bad("id"))?,
         queue: queue.clone(),
         kind: TaskKind::parse(kind).map_err(bad("kind"))?,
         payload: json("payload", need("payload")?)?,
         priority: Priority::new(priority).map_err(bad("priority"))?,
-        status: TaskStatus::parse(need("status")?).ok_or_else(|| corrupt("task field status"))?,
+        status,
         attempts: small("attempts")?,
         max_attempts: small("max_attempts")?,
         backoff,
@@ -923,7 +932,7 @@ fn task_from_fields(
         started_at: ts("started_at")?,
         heartbeat_at: ts("heartbeat_at")?,
         finished_at: ts("finished_at")?,
-        lease_expires_at: ts("lease_expires_at")?,
+        lease_expires_at,
         worker: get("worker")
             .map(WorkerId::parse)
             .transpose()

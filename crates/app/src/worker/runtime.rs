@@ -187,8 +187,10 @@ impl WorkerBuilder {
             .map(|q| {
                 let s = self.queue.settings(&q);
                 let o = self.overrides.get(&q).cloned().unwrap_or_default();
+                let concurrency = o.concurrency.unwrap_or(s.concurrency).max(1);
                 Lane {
-                    concurrency: o.concurrency.unwrap_or(s.concurrency).max(1),
+                    concurrency,
+                    recording: Arc::new(Semaphore::new(concurrency)),
                     lease: o
                         .lease
                         .unwrap_or(s.lease)
@@ -233,7 +235,13 @@ fn generated_worker_id() -> WorkerId {
 #[derive(Debug, Clone)]
 struct Lane {
     queue: QueueName,
+    /// Handlers running at once: a slot is held from the reservation until the handler ends.
     concurrency: usize,
+    /// Outcomes being written (complete, fail, release), at most `concurrency` at once. A
+    /// handler that ended frees its slot once its outcome holds one of these, so the next
+    /// task starts while the outcome's round trip is in flight; when writes fall behind (a
+    /// slow Redis), finished handlers wait here and hold their slots, which stops reserving.
+    recording: Arc<Semaphore>,
     lease: Duration,
     timeout: Option<Duration>,
 }
@@ -281,6 +289,12 @@ struct Shared {
 
 /// Runs registered handlers: per queue, up to `concurrency` at once, each under a lease kept
 /// alive by heartbeats, with retries, dead letters and a graceful drain.
+///
+/// A handler's slot is freed when the handler ends, not when its outcome is stored: the next
+/// task starts while the outcome's write (batched for successes) is in flight, so a lane is
+/// not idle for a round trip per task. At most `concurrency` outcomes per queue are in
+/// flight; beyond that finished handlers keep their slots until writes catch up. The drain
+/// waits for every outcome to be written.
 ///
 /// | outcome of an attempt | reported as |
 /// |---|---|
@@ -494,11 +508,14 @@ async fn process(
     }
     async {
         let outcome = run(&shared, &lane, &lease, received).await;
+        // The lane's semaphores are never closed, so this only waits.
+        let recording = Arc::clone(&lane.recording).acquire_owned().await;
+        drop(permit);
         report(&shared, &lease, outcome).await;
+        drop(recording);
     }
     .instrument(span)
     .await;
-    drop(permit);
 }
 
 async fn run(shared: &Shared, lane: &Lane, lease: &Lease, received: Instant) -> Outcome {

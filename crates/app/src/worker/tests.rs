@@ -647,3 +647,168 @@ async fn example_handlers_report_progress_with_the_correlation_id() {
     assert_eq!(snapshot.percent, 100.0);
     assert_eq!(report.succeeded, 4);
 }
+
+/// The memory queue, with every recorded success held until `open` gives it a permit: an
+/// outcome write that is slow in flight.
+struct GatedCompletions {
+    inner: Arc<dyn spool_ports::QueueStore>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl GatedCompletions {
+    async fn pass(&self) {
+        self.open.acquire().await.unwrap().forget();
+    }
+}
+
+#[async_trait::async_trait]
+impl spool_ports::QueueStore for GatedCompletions {
+    async fn enqueue(
+        &self,
+        queue: &QueueName,
+        spec: spool_domain::task::TaskSpec,
+    ) -> Result<spool_ports::Enqueued, spool_ports::PortError> {
+        self.inner.enqueue(queue, spec).await
+    }
+    async fn reserve(
+        &self,
+        queues: &[QueueName],
+        opts: ReserveOptions,
+    ) -> Result<Option<spool_domain::task::Lease>, spool_ports::PortError> {
+        self.inner.reserve(queues, opts).await
+    }
+    async fn heartbeat(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: spool_domain::task::LeaseToken,
+        lease: Duration,
+    ) -> Result<spool_domain::task::Lease, spool_ports::PortError> {
+        self.inner.heartbeat(queue, task, token, lease).await
+    }
+    async fn complete(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: spool_domain::task::LeaseToken,
+        result: Option<serde_json::Value>,
+    ) -> Result<Task, spool_ports::PortError> {
+        self.pass().await;
+        self.inner.complete(queue, task, token, result).await
+    }
+    async fn complete_many(
+        &self,
+        queue: &QueueName,
+        batch: Vec<spool_ports::Completion>,
+    ) -> Result<Vec<Result<(), spool_ports::PortError>>, spool_ports::PortError> {
+        self.pass().await;
+        self.inner.complete_many(queue, batch).await
+    }
+    async fn fail(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: spool_domain::task::LeaseToken,
+        failure: spool_domain::task::Failure,
+    ) -> Result<Task, spool_ports::PortError> {
+        self.inner.fail(queue, task, token, failure).await
+    }
+    async fn release(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+        token: spool_domain::task::LeaseToken,
+        reason: &str,
+    ) -> Result<Task, spool_ports::PortError> {
+        self.inner.release(queue, task, token, reason).await
+    }
+    async fn cancel(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+    ) -> Result<Task, spool_ports::PortError> {
+        self.inner.cancel(queue, task).await
+    }
+    async fn requeue(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+    ) -> Result<Task, spool_ports::PortError> {
+        self.inner.requeue(queue, task).await
+    }
+    async fn get(
+        &self,
+        queue: &QueueName,
+        task: TaskId,
+    ) -> Result<Option<Task>, spool_ports::PortError> {
+        self.inner.get(queue, task).await
+    }
+    async fn stats(
+        &self,
+        queues: &[QueueName],
+    ) -> Result<Vec<spool_domain::task::QueueStats>, spool_ports::PortError> {
+        self.inner.stats(queues).await
+    }
+    async fn list(
+        &self,
+        queue: &QueueName,
+        query: spool_ports::TaskQuery,
+    ) -> Result<Vec<Task>, spool_ports::PortError> {
+        self.inner.list(queue, query).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_frees_when_its_handler_ends_and_outcomes_in_flight_are_bounded() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let b = memory_backends(&StoreLimits::default(), clock);
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let store = Arc::new(GatedCompletions {
+        inner: b.queue,
+        open: Arc::clone(&open),
+    });
+    let env = Env {
+        queue: QueueManager::new(store, QueuePolicies::default()),
+        progress: ProgressTracker::new(b.progress),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .concurrency(&q("one"), 1)
+        .lease(&q("one"), Duration::from_secs(60))
+        .register(q("one"), k("job"), move |_: TaskContext, i: u32| {
+            let tx = tx.clone();
+            async move {
+                tx.send(i).unwrap();
+                Ok(None)
+            }
+        })
+        .build();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            env.enqueue("one", "job", serde_json::json!(i), EnqueueOptions::new())
+                .await,
+        );
+    }
+    let running = start(rt);
+    // The first success is held in flight, yet the second task runs: its slot was freed.
+    assert_eq!(recv(&mut rx).await, 0);
+    assert_eq!(recv(&mut rx).await, 1);
+    // One outcome in flight per slot: the second handler keeps its slot while the first
+    // write is held, so the third task waits (ten seconds of virtual time, well inside the
+    // leases, pass without it).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "a third handler ran while two outcomes were unwritten"
+    );
+    assert_eq!(env.task("one", ids[0]).await.status, TaskStatus::Running);
+    open.add_permits(1000);
+    assert_eq!(recv(&mut rx).await, 2);
+    let report = running.stop().await;
+    assert_eq!(report.succeeded, 3);
+    for id in ids {
+        assert_eq!(env.task("one", id).await.status, TaskStatus::Succeeded);
+    }
+}
