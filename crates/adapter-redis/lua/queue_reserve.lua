@@ -1,11 +1,19 @@
 -- Task::reserve of the first ready task(s). ARGV[3] lease ms, ARGV[4] worker id or '',
 -- ARGV[5] how many tasks to take at most (default 1). Each task gets its own lease: its own
 -- lease_seq (fencing token) and expiry, exactly as from one reserve each.
--- Returns { 'ok', now, lease expiry, then per task: its fields as HGETALL read them before the
--- lease, its new attempts, its new lease_seq } with at least one task. What the lease changes
--- besides those two is the same for every task of the call (status running, started_at =
--- heartbeat_at = now, the expiry, the worker the client sent), so the client applies it and
--- the task is neither rebuilt nor re-read here. When nothing is ready:
+-- Returns { 'ok', now, lease expiry, then per task four elements: 'p', the values of the
+-- fields in READ (below, false where absent), its new attempts, its new lease_seq } with at
+-- least one task. A task stored by an earlier version (no packed 'spec' field) comes as
+-- 'f', its fields as HGETALL reads them, attempts, lease_seq. What the lease changes besides
+-- attempts and lease_seq is the same for every task of the call (status running, started_at
+-- = heartbeat_at = now, the expiry, the worker the client sent), so the client applies it.
+--
+-- Cost: per task this is one HMGET and one HSET. The fields come back by position, not as
+-- HGETALL's name/value pairs: every element a script reads costs Redis ~850 instructions to
+-- turn into a Lua string and as many to send back, and a task has ~12 fields (names and
+-- values: ~24 elements each way; callgrind, docs/PERFORMANCE.md). Only what the client
+-- cannot know is read: not the status (queued, checked here), rank or ready_at.
+-- When nothing is ready:
 -- { 'empty', now, next } where next is the earliest due time or lease expiry of this queue
 -- (-1 when none), so an idle reserver knows when to look again.
 local lease, worker = tonumber(ARGV[3]), ARGV[4]
@@ -24,16 +32,12 @@ while taken < want and skips < 10 do
   redis.call('ZREM', K_WAITING, unpack(ids))
   for _, id in ipairs(ids) do
     local key = task_key(id)
-    local flat = redis.call('HGETALL', key)
-    local status, attempts, seq, had_worker
-    for i = 1, #flat, 2 do
-      local k = flat[i]
-      if k == 'status' then status = flat[i + 1]
-      elseif k == 'attempts' then attempts = flat[i + 1]
-      elseif k == 'lease_seq' then seq = flat[i + 1]
-      elseif k == 'worker' then had_worker = true
-      end
-    end
+    -- status, attempts, lease_seq, worker, then READ: id, spec, payload, max_attempts,
+    -- backoff, enqueued_at, unique_key, scheduled_for, last_error.
+    local f = redis.call('HMGET', key, 'status', 'attempts', 'lease_seq', 'worker', 'id', 'spec',
+      'payload', 'max_attempts', 'backoff', 'enqueued_at', 'unique_key', 'scheduled_for',
+      'last_error')
+    local status, attempts, seq, had_worker = f[1], f[2], f[3], f[4]
     if status == 'queued' then
       attempts = fmt((tonumber(attempts) or 0) + 1)
       seq = fmt((tonumber(seq) or 0) + 1)
@@ -49,9 +53,16 @@ while taken < want and skips < 10 do
       running[#running + 1] = expires
       running[#running + 1] = id
       taken = taken + 1
-      out[#out + 1] = flat
-      out[#out + 1] = attempts
-      out[#out + 1] = seq
+      local n = #out
+      if f[6] then
+        out[n + 1] = 'p'
+        out[n + 2] = { f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13] }
+      else
+        out[n + 1] = 'f'
+        out[n + 2] = redis.call('HGETALL', key)
+      end
+      out[n + 3] = attempts
+      out[n + 4] = seq
     else
       skips = skips + 1
     end

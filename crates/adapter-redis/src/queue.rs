@@ -780,17 +780,31 @@ fn task_from(queue: &QueueName, reply: Option<Value>) -> Result<Task, PortError>
     task_from_fields(queue, &fields(&items)?)
 }
 
-/// The leases of a reserve script's `ok` reply (`now, expiry`, then per task its fields as
-/// read before the lease, its new attempts and lease_seq): each task with what the lease
-/// changed applied — status running, started and heartbeat now, the expiry, the worker.
+/// The fields `queue_reserve.lua` reads of a task by position (its `READ` list), in order.
+const RESERVE_READ: [&str; 9] = [
+    "id",
+    "spec",
+    "payload",
+    "max_attempts",
+    "backoff",
+    "enqueued_at",
+    "unique_key",
+    "scheduled_for",
+    "last_error",
+];
+
+/// The leases of a reserve script's `ok` reply (`now, expiry`, then per task: `p` and the
+/// values of [`RESERVE_READ`], or `f` and all its fields for a task of the earlier layout;
+/// its new attempts; its new lease_seq): each task with what the lease changed applied —
+/// status running, started and heartbeat now, the expiry, the worker.
 fn leases_from(
     queue: &QueueName,
     rest: Vec<Value>,
     worker: Option<&WorkerId>,
 ) -> Result<Vec<Lease>, PortError> {
-    if rest.len() < 2 || (rest.len() - 2) % 3 != 0 {
+    if rest.len() < 2 || (rest.len() - 2) % 4 != 0 {
         return Err(corrupt(
-            "reserve reply: expected time, expiry and task triples",
+            "reserve reply: expected time, expiry and four elements per task",
         ));
     }
     let mut items = rest.into_iter();
@@ -803,10 +817,16 @@ fn leases_from(
     };
     let now = stamp(items.next(), "time")?;
     let expires = stamp(items.next(), "lease expiry")?;
-    let mut leases = Vec::with_capacity(items.len() / 3);
-    while let (Some(flat), Some(attempts), Some(seq)) = (items.next(), items.next(), items.next()) {
-        let flat = array(flat)?;
-        let mut f = fields(&flat)?;
+    let mut leases = Vec::with_capacity(items.len() / 4);
+    while let (Some(form), Some(values), Some(attempts), Some(seq)) =
+        (items.next(), items.next(), items.next(), items.next())
+    {
+        let values = array(values)?;
+        let mut f = match form.as_str().as_deref() {
+            Some("p") => positional(&values)?,
+            Some("f") => fields(&values)?,
+            _ => return Err(corrupt("reserve reply: unknown task form")),
+        };
         let text = |v: &Value, what: &str| {
             v.as_str()
                 .map(|s| s.into_owned())
@@ -834,6 +854,28 @@ fn leases_from(
         leases.push(task_from_fields(queue, &f)?.lease());
     }
     Ok(leases)
+}
+
+/// The fields of a task read by position ([`RESERVE_READ`]); absent ones (nil) are left out.
+fn positional(values: &[Value]) -> Result<HashMap<Cow<'static, str>, Cow<'_, str>>, PortError> {
+    if values.len() != RESERVE_READ.len() {
+        return Err(corrupt(format!(
+            "reserve reply: {} task fields, expected {}",
+            values.len(),
+            RESERVE_READ.len()
+        )));
+    }
+    let mut map = HashMap::with_capacity(RESERVE_READ.len() + 7);
+    for (name, v) in RESERVE_READ.iter().zip(values) {
+        if matches!(v, Value::Null) {
+            continue;
+        }
+        let v = v
+            .as_str()
+            .ok_or_else(|| corrupt(format!("task field {name} is not text")))?;
+        map.insert(Cow::Borrowed(*name), v);
+    }
+    Ok(map)
 }
 
 /// Builds a [`Task`] from its hash fields.

@@ -303,6 +303,11 @@ pub async fn fail_with_retry_is_redelivered_after_backoff(factory: Factory) {
     assert_eq!(again.task.id, t.id);
     assert_eq!(again.task.attempts, 2);
     assert_eq!(again.task.last_error.as_deref(), Some("boom"));
+    assert_eq!(
+        again.task,
+        get(&fx, &q, t.id).await,
+        "the leased task is the stored one, field for field"
+    );
 }
 
 /// `Retry::After` overrides the backoff.
