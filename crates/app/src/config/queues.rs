@@ -16,6 +16,7 @@ use crate::services::QueueSettings;
 /// ```toml
 /// [queues.embeddings]
 /// concurrency = 8
+/// prefetch = 8
 /// lease = "30s"
 /// max_attempts = 5
 /// timeout = "2m"
@@ -26,6 +27,9 @@ use crate::services::QueueSettings;
 pub struct QueueConfig {
     /// Handlers of this queue running at once in one worker process (default 4).
     pub concurrency: usize,
+    /// Tasks a worker process reserves ahead of its free slots, `0..=1024` (default: as many
+    /// as `concurrency`; `0` reserves only for free slots).
+    pub prefetch: Option<usize>,
     /// Lease per reservation; heartbeats extend it every third of it (default `30s`).
     #[serde(with = "duration")]
     pub lease: Duration,
@@ -43,6 +47,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             concurrency: 4,
+            prefetch: None,
             lease: Duration::from_secs(30),
             max_attempts: 3,
             backoff: BackoffConfig::default(),
@@ -102,6 +107,14 @@ impl QueueConfig {
                 format!("{} is outside 1..=1024", self.concurrency),
             ));
         }
+        if let Some(n) = self.prefetch {
+            if n > 1024 {
+                return Err(ConfigError::invalid(
+                    format!("{at}.prefetch"),
+                    format!("{n} is outside 0..=1024"),
+                ));
+            }
+        }
         if self.lease < Duration::from_millis(3) || self.lease > ReserveOptions::MAX_LEASE {
             return Err(ConfigError::invalid(
                 format!("{at}.lease"),
@@ -121,6 +134,7 @@ impl QueueConfig {
         }
         Ok(QueueSettings {
             concurrency: self.concurrency,
+            prefetch: self.prefetch,
             lease: self.lease,
             max_attempts,
             backoff,

@@ -58,6 +58,7 @@ concurrency = 2
         ("SPOOL_REDIS__POOL_SIZE", "16"),
         ("SPOOL_HTTP_ADDR", "127.0.0.1:7000"),
         ("SPOOL_QUEUES__EMBEDDINGS__LEASE", "45s"),
+        ("SPOOL_QUEUES__EMBEDDINGS__PREFETCH", "0"),
     ]);
     let c = Config::load_from(Some(f.path()), &e).unwrap();
     assert_eq!(c.backend, BackendKind::Redis, "from the file");
@@ -69,8 +70,14 @@ concurrency = 2
     assert_eq!(q.concurrency, 2, "file value kept next to an env value");
     assert_eq!(q.lease, Duration::from_secs(45));
     assert_eq!(q.max_attempts, 3, "default kept");
+    assert_eq!(q.prefetch, Some(0), "prefetch off from the environment");
     let s = c.validate().unwrap();
     assert_eq!(s.queues.get(&QueueName::embeddings()).concurrency, 2);
+    assert_eq!(
+        s.queues.get(&QueueName::exports()).prefetch,
+        None,
+        "default"
+    );
     assert_eq!(
         s.queues.get(&QueueName::exports()).concurrency,
         4,
@@ -211,6 +218,11 @@ fn errors_name_the_setting_and_its_source() {
     let (setting, message) = err(Config::load_from(Some(f.path()), &EnvLayer::default()));
     assert_eq!(setting, "queues.Bad");
     assert!(message.contains("queue name"), "{message}");
+
+    let f = file("[queues.embeddings]\nprefetch = 1025\n");
+    let (setting, message) = err(Config::load_from(Some(f.path()), &EnvLayer::default()));
+    assert_eq!(setting, "queues.embeddings.prefetch");
+    assert!(message.contains("0..=1024"), "{message}");
 }
 
 #[test]

@@ -22,6 +22,8 @@ use super::ServiceError;
 pub struct QueueSettings {
     /// Handlers running at once per worker process.
     pub concurrency: usize,
+    /// Tasks a worker reserves ahead of its free slots (`None`: as many as `concurrency`).
+    pub prefetch: Option<usize>,
     /// Lease per reservation.
     pub lease: Duration,
     /// Default attempts.
@@ -36,6 +38,7 @@ impl Default for QueueSettings {
     fn default() -> Self {
         Self {
             concurrency: 4,
+            prefetch: None,
             lease: Duration::from_secs(30),
             max_attempts: MaxAttempts::default(),
             backoff: Backoff::default(),
@@ -477,6 +480,7 @@ mod tests {
             QueueName::embeddings(),
             QueueSettings {
                 concurrency: 2,
+                prefetch: None,
                 lease: Duration::from_secs(10),
                 max_attempts: MaxAttempts::new(7).unwrap(),
                 backoff: Backoff::constant(Duration::from_secs(3)),

@@ -1,6 +1,6 @@
 //! The worker runtime: reserve, run, heartbeat, report, drain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use spool_domain::limits::StoreLimits;
@@ -34,6 +35,9 @@ pub const RELEASED_ON_SHUTDOWN: &str = "worker shutting down";
 /// Shortest lease: heartbeats go every third of it.
 const MIN_LEASE: Duration = Duration::from_millis(3);
 
+/// Most tasks a lane reserves ahead of its free slots.
+pub(crate) const MAX_PREFETCH: usize = 1024;
+
 /// Shortest reservation wait, so an idle worker never spins.
 pub(crate) const MIN_RESERVE_WAIT: Duration = Duration::from_millis(10);
 
@@ -41,6 +45,7 @@ pub(crate) const MIN_RESERVE_WAIT: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone, Default)]
 struct QueueOverride {
     concurrency: Option<usize>,
+    prefetch: Option<usize>,
     lease: Option<Duration>,
 }
 
@@ -147,6 +152,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Tasks of `queue` reserved ahead of a free slot (at most 1024); default from
+    /// `[queues.<name>]` (there: the queue's concurrency). See [`WorkerRuntime`].
+    pub fn prefetch(mut self, queue: &QueueName, n: usize) -> Self {
+        self.overrides.entry(queue.clone()).or_default().prefetch = Some(n.min(MAX_PREFETCH));
+        self
+    }
+
     /// Lease per reservation on `queue` (kept within `3 ms..=1 day`); default from
     /// `[queues.<name>]`.
     pub fn lease(mut self, queue: &QueueName, lease: Duration) -> Self {
@@ -190,6 +202,11 @@ impl WorkerBuilder {
                 let concurrency = o.concurrency.unwrap_or(s.concurrency).max(1);
                 Lane {
                     concurrency,
+                    prefetch: o
+                        .prefetch
+                        .or(s.prefetch)
+                        .unwrap_or(concurrency)
+                        .min(MAX_PREFETCH),
                     recording: Arc::new(Semaphore::new(concurrency)),
                     lease: o
                         .lease
@@ -235,8 +252,10 @@ fn generated_worker_id() -> WorkerId {
 #[derive(Debug, Clone)]
 struct Lane {
     queue: QueueName,
-    /// Handlers running at once: a slot is held from the reservation until the handler ends.
+    /// Handlers running at once: a slot is held from the handler's start until it ends.
     concurrency: usize,
+    /// Leased tasks held ready for the next free slots, beyond one per free slot.
+    prefetch: usize,
     /// Outcomes being written (complete, fail, release), at most `concurrency` at once. A
     /// handler that ended frees its slot once its outcome holds one of these, so the next
     /// task starts while the outcome's round trip is in flight; when writes fall behind (a
@@ -295,6 +314,15 @@ struct Shared {
 /// not idle for a round trip per task. At most `concurrency` outcomes per queue are in
 /// flight; beyond that finished handlers keep their slots until writes catch up. The drain
 /// waits for every outcome to be written.
+///
+/// **Prefetch.** A lane keeps up to `prefetch` leased tasks ready beyond its free slots
+/// (default: as many as its concurrency), reserving the next batch while handlers run, so a
+/// freed slot starts its next task without waiting for a round trip. Each task is still under
+/// its own lease and fencing token from the moment it is reserved. A prefetched task that
+/// waited half its lease without a free slot is released back to the queue (its attempt not
+/// counted) instead of being started on a lease about to run out, and on shutdown every
+/// prefetched task is released. Long-running handlers on many worker processes may want
+/// `prefetch = 0`, so that no process holds tasks another idle process could run.
 ///
 /// | outcome of an attempt | reported as |
 /// |---|---|
@@ -396,86 +424,203 @@ impl WorkerRuntime {
     }
 }
 
-/// Reserves tasks of one queue while a concurrency slot is free, until stopped.
+/// What the reservation in flight brought.
+enum Fetched {
+    /// The leases of a batch (`asked` tasks asked for) or of one long poll (`waited`).
+    Leases {
+        leases: Vec<Lease>,
+        asked: usize,
+        waited: bool,
+    },
+    /// The reservation failed.
+    Failed(ServiceError),
+    /// The pause after a failure is over.
+    Resumed,
+}
+
+/// What woke the reserve loop.
+enum Wake {
+    Stop,
+    Fetched(Fetched),
+    Slot(Result<OwnedSemaphorePermit, tokio::sync::AcquireError>),
+}
+
+/// Reserves tasks of one queue and starts them as concurrency slots free, until stopped.
 ///
-/// While the queue has work, the free slots are filled by one batched reservation
-/// ([`QueueManager::reserve_many`]: one script call on Redis, each task still under its own
-/// lease and fencing token); once a reservation comes back short the lane waits with one
-/// long-polling reservation until work arrives.
+/// While the queue has work, one batched reservation at a time ([`QueueManager::reserve_many`]:
+/// one script call on Redis, each task still under its own lease and fencing token) asks for a
+/// task per free slot plus the lane's prefetch, less what is already held; it runs while
+/// handlers do, so slots that free up meanwhile start held tasks at once. Once a reservation
+/// comes back short the lane waits with one long-polling reservation until work arrives.
 async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
     let slots = Arc::new(Semaphore::new(lane.concurrency));
-    let queues = [lane.queue.clone()];
+    // Leased tasks not started yet, each with the instant its lease began.
+    let mut ahead: VecDeque<(Lease, Instant)> = VecDeque::new();
+    let mut fetch: Option<BoxFuture<'static, Fetched>> = None;
+    // Whether the reservation in flight is a long poll (dropped on stop; a batch is awaited).
+    let mut polling = false;
     let mut failures: u32 = 0;
     let mut busy = true;
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break,
-            p = Arc::clone(&slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let opts = ReserveOptions::new(lane.lease).worker(shared.worker_id.clone());
-        let mut error = None;
-        if busy {
-            let mut permits = vec![permit];
-            while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
-                permits.push(p);
-            }
-            // One call reserves a task per free slot (one script on Redis), each under its
-            // own lease and fencing token. Not raced against `stop`: it does not wait, and
-            // every lease obtained is run (or released by the drain) like any other.
-            match shared
-                .queue
-                .reserve_many(&queues, permits.len(), opts)
-                .await
-            {
-                Ok(leases) => {
-                    if leases.len() < permits.len() {
-                        busy = false;
-                    }
-                    // Slots without a task go back as their permits drop.
-                    for (lease, permit) in leases.into_iter().zip(permits) {
-                        spawn_process(&shared, &lane, lease, permit);
-                    }
-                }
-                Err(e) => error = Some(e),
-            }
-        } else {
-            let reserved = tokio::select! {
-                biased;
-                () = shared.stop.cancelled() => break,
-                r = shared.queue.reserve(&queues, opts.wait(shared.reserve_wait)) => r,
-            };
-            match reserved {
-                Ok(Some(lease)) => {
-                    busy = true;
-                    spawn_process(&shared, &lane, lease, permit);
-                }
-                Ok(None) => {}
-                Err(e) => error = Some(e),
+        if fetch.is_none() {
+            let want = (slots.available_permits() + lane.prefetch).saturating_sub(ahead.len());
+            // Refill in batches: at once when nothing is held, else once half the prefetch
+            // is used (each reservation has a fixed cost on the server; one per task freed
+            // would spend it on batches of one or two).
+            if want > 0 && (ahead.is_empty() || want >= (lane.prefetch / 2).max(1)) {
+                polling = !busy;
+                fetch = Some(start_fetch(&shared, &lane, want, busy));
             }
         }
-        match error {
-            None => failures = 0,
-            Some(e) => {
-                busy = false;
-                failures = failures.saturating_add(1);
-                let pause =
-                    Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5));
-                tracing::warn!(queue = %lane.queue, error = %e, retry_in = ?pause, "reserve failed");
-                tokio::select! {
-                    () = shared.stop.cancelled() => break,
-                    () = tokio::time::sleep(pause) => {}
+        let wake = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => Wake::Stop,
+            f = async {
+                match fetch.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            } => Wake::Fetched(f),
+            p = Arc::clone(&slots).acquire_owned(), if !ahead.is_empty() || fetch.is_none() => {
+                Wake::Slot(p)
+            }
+        };
+        match wake {
+            Wake::Stop => break,
+            Wake::Fetched(f) => {
+                fetch = None;
+                match f {
+                    Fetched::Leases {
+                        leases,
+                        asked,
+                        waited,
+                    } => {
+                        failures = 0;
+                        busy = if waited {
+                            !leases.is_empty()
+                        } else {
+                            leases.len() >= asked
+                        };
+                        let now = Instant::now();
+                        ahead.extend(leases.into_iter().map(|l| (l, now)));
+                    }
+                    Fetched::Failed(e) => {
+                        busy = false;
+                        failures = failures.saturating_add(1);
+                        let pause = Duration::from_millis(100u64 << failures.min(6))
+                            .min(Duration::from_secs(5));
+                        tracing::warn!(queue = %lane.queue, error = %e, retry_in = ?pause, "reserve failed");
+                        polling = true;
+                        fetch = Some(Box::pin(async move {
+                            tokio::time::sleep(pause).await;
+                            Fetched::Resumed
+                        }));
+                    }
+                    Fetched::Resumed => {}
                 }
             }
+            Wake::Slot(Err(_)) => break,
+            Wake::Slot(Ok(permit)) => match ahead.pop_front() {
+                Some((lease, received)) if received.elapsed() < lane.lease / 2 => {
+                    spawn_process(&shared, &lane, lease, received, permit);
+                }
+                Some((lease, _)) => {
+                    drop(permit);
+                    give_back(
+                        &shared,
+                        &lease,
+                        "prefetched; no slot was free within half its lease",
+                    )
+                    .await;
+                }
+                // A slot freed while nothing was held: the next turn reserves for it.
+                None => drop(permit),
+            },
+        }
+    }
+    // Stopped. A batch in flight does not wait: its leases are given back with the others
+    // held; a long poll is dropped.
+    if let (Some(f), false) = (fetch, polling) {
+        if let Fetched::Leases { leases, .. } = f.await {
+            let now = Instant::now();
+            ahead.extend(leases.into_iter().map(|l| (l, now)));
+        }
+    }
+    for (lease, _) in ahead {
+        give_back(
+            &shared,
+            &lease,
+            "prefetched; the worker stopped before it started",
+        )
+        .await;
+    }
+}
+
+/// The next reservation of a lane: a batch of `want` while the queue has work, else one long
+/// poll.
+fn start_fetch(
+    shared: &Arc<Shared>,
+    lane: &Lane,
+    want: usize,
+    busy: bool,
+) -> BoxFuture<'static, Fetched> {
+    let shared = Arc::clone(shared);
+    let queues = [lane.queue.clone()];
+    let opts = ReserveOptions::new(lane.lease).worker(shared.worker_id.clone());
+    if busy {
+        Box::pin(async move {
+            match shared.queue.reserve_many(&queues, want, opts).await {
+                Ok(leases) => Fetched::Leases {
+                    leases,
+                    asked: want,
+                    waited: false,
+                },
+                Err(e) => Fetched::Failed(e),
+            }
+        })
+    } else {
+        Box::pin(async move {
+            match shared
+                .queue
+                .reserve(&queues, opts.wait(shared.reserve_wait))
+                .await
+            {
+                Ok(lease) => Fetched::Leases {
+                    leases: lease.into_iter().collect(),
+                    asked: 1,
+                    waited: true,
+                },
+                Err(e) => Fetched::Failed(e),
+            }
+        })
+    }
+}
+
+/// Releases a task that was reserved but never started (its attempt is not counted); a
+/// failure only costs the task a wait for its lease to run out.
+async fn give_back(shared: &Shared, lease: &Lease, why: &str) {
+    let task = &lease.task;
+    match shared
+        .queue
+        .release(&task.queue, task.id, lease.token, why)
+        .await
+    {
+        Ok(_) => {
+            tracing::debug!(queue = %task.queue, task_id = %task.id, reason = why, "task given back")
+        }
+        Err(e) => {
+            tracing::warn!(queue = %task.queue, task_id = %task.id, error = %e, "could not give a prefetched task back; it returns when its lease runs out")
         }
     }
 }
 
-fn spawn_process(shared: &Arc<Shared>, lane: &Lane, lease: Lease, permit: OwnedSemaphorePermit) {
-    let received = Instant::now();
+fn spawn_process(
+    shared: &Arc<Shared>,
+    lane: &Lane,
+    lease: Lease,
+    received: Instant,
+    permit: OwnedSemaphorePermit,
+) {
     shared.tracker.spawn(process(
         Arc::clone(shared),
         lane.clone(),

@@ -812,3 +812,116 @@ async fn a_slot_frees_when_its_handler_ends_and_outcomes_in_flight_are_bounded()
         assert_eq!(env.task("one", id).await.status, TaskStatus::Succeeded);
     }
 }
+
+/// Yields until `cond` holds (the memory store answers within the same turns), or fails.
+async fn until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if cond().await {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetched_tasks_are_given_back_on_shutdown_without_counting_an_attempt() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .concurrency(&q("ahead"), 1)
+        .prefetch(&q("ahead"), 2)
+        .register(q("ahead"), k("job"), move |_: TaskContext, i: u32| {
+            let tx = tx.clone();
+            async move {
+                tx.send(i).unwrap();
+                tokio::time::sleep(Duration::from_secs(5)).await; // the work
+                Ok(None)
+            }
+        })
+        .build();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            env.enqueue("ahead", "job", serde_json::json!(i), EnqueueOptions::new())
+                .await,
+        );
+    }
+    let running = start(rt);
+    assert_eq!(recv(&mut rx).await, 0);
+    // One task runs; two more are leased ahead of a free slot; the fourth stays queued.
+    until("two tasks leased ahead", || async {
+        env.task("ahead", ids[1]).await.status == TaskStatus::Running
+            && env.task("ahead", ids[2]).await.status == TaskStatus::Running
+    })
+    .await;
+    assert_eq!(env.task("ahead", ids[3]).await.status, TaskStatus::Queued);
+    let report = running.stop().await;
+    assert_eq!((report.succeeded, report.released), (1, 0));
+    assert_eq!(
+        env.task("ahead", ids[0]).await.status,
+        TaskStatus::Succeeded
+    );
+    for id in &ids[1..] {
+        let t = env.task("ahead", *id).await;
+        assert_eq!(t.status, TaskStatus::Queued, "given back, not started");
+        assert_eq!(
+            t.attempts, 0,
+            "an attempt that never started does not count"
+        );
+    }
+    assert!(rx.try_recv().is_err(), "no prefetched handler ran");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prefetched_task_older_than_half_its_lease_is_given_back_and_reserved_afresh() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .concurrency(&q("stale"), 1)
+        .prefetch(&q("stale"), 1)
+        .lease(&q("stale"), Duration::from_secs(10))
+        .register(q("stale"), k("job"), move |ctx: TaskContext, i: u32| {
+            let tx = tx.clone();
+            async move {
+                tx.send((i, ctx.attempt())).unwrap();
+                if i == 0 {
+                    // Longer than half the lease: the task held ahead ages meanwhile.
+                    tokio::time::sleep(Duration::from_secs(8)).await;
+                }
+                Ok(None)
+            }
+        })
+        .build();
+    let first = env
+        .enqueue("stale", "job", serde_json::json!(0), EnqueueOptions::new())
+        .await;
+    let second = env
+        .enqueue("stale", "job", serde_json::json!(1), EnqueueOptions::new())
+        .await;
+    let running = start(rt);
+    assert_eq!(recv(&mut rx).await, (0, 1));
+    until("the second task leased ahead", || async {
+        env.task("stale", second).await.status == TaskStatus::Running
+    })
+    .await;
+    let ahead_seq = env.task("stale", second).await.lease_seq;
+    // It runs on a fresh lease, as its first counted attempt.
+    assert_eq!(recv(&mut rx).await, (1, 1));
+    let report = running.stop().await;
+    assert_eq!(report.succeeded, 2);
+    let t = env.task("stale", second).await;
+    assert_eq!(t.status, TaskStatus::Succeeded);
+    assert_eq!(t.attempts, 1);
+    assert!(
+        t.lease_seq > ahead_seq,
+        "started under a newer lease than the aged one"
+    );
+    assert_eq!(env.task("stale", first).await.status, TaskStatus::Succeeded);
+}
