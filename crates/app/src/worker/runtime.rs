@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use spool_domain::limits::StoreLimits;
 use spool_domain::names::{QueueName, TaskKind, WorkerId};
 use spool_domain::task::{Failure, Lease, Retry, TaskStatus};
-use spool_ports::{PortError, ReserveOptions};
+use spool_ports::{PortError, ReserveOptions, RESERVE_MANY_MAX};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -463,7 +463,10 @@ async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
     let mut busy = true;
     loop {
         if fetch.is_none() {
-            let want = (slots.available_permits() + lane.prefetch).saturating_sub(ahead.len());
+            // One reservation takes at most RESERVE_MANY_MAX; the rest waits for the next.
+            let want = (slots.available_permits() + lane.prefetch)
+                .saturating_sub(ahead.len())
+                .min(RESERVE_MANY_MAX);
             // Refill in batches: at once when nothing is held, else once half the prefetch
             // is used (each reservation has a fixed cost on the server; one per task freed
             // would spend it on batches of one or two).

@@ -925,3 +925,38 @@ async fn a_prefetched_task_older_than_half_its_lease_is_given_back_and_reserved_
     );
     assert_eq!(env.task("stale", first).await.status, TaskStatus::Succeeded);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_widest_lane_reserves_within_the_batch_limit() {
+    let env = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = env
+        .builder()
+        .concurrency(&q("wide"), 1024)
+        .prefetch(&q("wide"), 1024)
+        .register(q("wide"), k("job"), move |_: TaskContext, i: u32| {
+            let tx = tx.clone();
+            async move {
+                tx.send((i, tokio::time::Instant::now())).unwrap();
+                Ok(None)
+            }
+        })
+        .build();
+    for i in 0..3 {
+        env.enqueue("wide", "job", serde_json::json!(i), EnqueueOptions::new())
+            .await;
+    }
+    let started = tokio::time::Instant::now();
+    let running = start(rt);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (i, at) = recv(&mut rx).await;
+        // One batch (1024 slots + 1024 ahead asked as one capped reservation): no refused
+        // reservation and no retry pause (virtual time) before any of them.
+        assert_eq!(at, started, "task {i} waited for a retry");
+        seen.push(i);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, vec![0, 1, 2]);
+    assert_eq!(running.stop().await.succeeded, 3);
+}
