@@ -21,7 +21,7 @@ use spool_domain::names::{
     Subject, TaskKind, UniqueKey, UserId,
 };
 use spool_domain::progress::{OperationSpec, OperationState, ProgressUpdate, StepSpec};
-use spool_domain::task::{Failure, Retry, Schedule, TaskSpec};
+use spool_domain::task::{Failure, Lease, Retry, Schedule, TaskSpec};
 use spool_ports::{
     CacheStore, Health, PortError, ProgressStore, QueueStore, RateLimitStore, ReserveOptions,
 };
@@ -38,6 +38,15 @@ async fn own_backend() -> (RedisServer, KeyPrefix, RedisBackend) {
         .await
         .unwrap();
     (server, prefix, backend)
+}
+
+/// The next ready task of `q`, leased for `lease` without waiting; fails the test when none is.
+async fn take(queue: &impl QueueStore, q: &QueueName, lease: Duration) -> Lease {
+    queue
+        .reserve(std::slice::from_ref(q), ReserveOptions::new(lease))
+        .await
+        .unwrap()
+        .expect("a ready task")
 }
 
 fn raw(url: &str) -> redis::Connection {
@@ -297,26 +306,12 @@ async fn key_layout_prefix_slots_and_ttls_as_seen_by_an_independent_client() {
         .unwrap();
     queue.enqueue(&q, task(3)).await.unwrap();
     queue.enqueue(&q, task(4)).await.unwrap();
-    let first = queue
-        .reserve(
-            std::slice::from_ref(&q),
-            ReserveOptions::new(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let first = take(&queue, &q, Duration::from_secs(60)).await;
     queue
         .complete(&q, first.task.id, first.token, Some(json!({"ok": true})))
         .await
         .unwrap();
-    let second = queue
-        .reserve(
-            std::slice::from_ref(&q),
-            ReserveOptions::new(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let second = take(&queue, &q, Duration::from_secs(60)).await;
     queue
         .fail(
             &q,
@@ -329,14 +324,7 @@ async fn key_layout_prefix_slots_and_ttls_as_seen_by_an_independent_client() {
         )
         .await
         .unwrap();
-    let _running = queue
-        .reserve(
-            std::slice::from_ref(&q),
-            ReserveOptions::new(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let _running = take(&queue, &q, Duration::from_secs(60)).await;
     // Progress.
     let progress = backend.progress();
     let op = OperationId::parse("layout-op").unwrap();
@@ -820,14 +808,7 @@ async fn tasks_stored_in_the_earlier_layout_still_work() {
         .exec(&mut con)
         .unwrap();
 
-    let lease = queue
-        .reserve(
-            std::slice::from_ref(&q),
-            ReserveOptions::new(Duration::from_secs(30)),
-        )
-        .await
-        .unwrap()
-        .expect("the old task is reserved");
+    let lease = take(&queue, &q, Duration::from_secs(30)).await;
     let t = &lease.task;
     assert_eq!(t.id.to_string(), id);
     assert_eq!(t.kind.as_str(), "old.kind");

@@ -10,6 +10,7 @@ use spool_ports::ReserveOptions;
 use super::serde_util::{duration, format_duration, opt_duration};
 use super::ConfigError;
 use crate::services::QueueSettings;
+use crate::worker::MAX_PREFETCH;
 
 /// Settings of one queue. Queues not listed use the defaults.
 ///
@@ -108,10 +109,10 @@ impl QueueConfig {
             ));
         }
         if let Some(n) = self.prefetch {
-            if n > 1024 {
+            if n > MAX_PREFETCH {
                 return Err(ConfigError::invalid(
                     format!("{at}.prefetch"),
-                    format!("{n} is outside 0..=1024"),
+                    format!("{n} is outside 0..={MAX_PREFETCH}"),
                 ));
             }
         }

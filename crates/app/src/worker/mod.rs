@@ -41,6 +41,7 @@ mod tests;
 
 pub use context::{HandlerError, HandlerResult, TaskContext};
 pub use examples::register_examples;
+pub(crate) use runtime::MAX_PREFETCH;
 pub use runtime::{WorkerBuilder, WorkerReport, WorkerRuntime, RELEASED_ON_SHUTDOWN};
 
 /// Completes on Ctrl-C, or on SIGTERM on Unix: the usual trigger of a graceful drain.

@@ -35,7 +35,7 @@ pub const RELEASED_ON_SHUTDOWN: &str = "worker shutting down";
 /// Shortest lease: heartbeats go every third of it.
 const MIN_LEASE: Duration = Duration::from_millis(3);
 
-/// Most tasks a lane reserves ahead of its free slots.
+/// Most tasks a lane reserves ahead of its free slots (`queues.<q>.prefetch`).
 pub(crate) const MAX_PREFETCH: usize = 1024;
 
 /// Shortest reservation wait, so an idle worker never spins.
@@ -549,14 +549,15 @@ async fn reserve_loop(shared: Arc<Shared>, lane: Lane) {
             ahead.extend(leases.into_iter().map(|l| (l, now)));
         }
     }
-    for (lease, _) in ahead {
+    // All at once: a lane may hold up to 1024 of them.
+    futures::future::join_all(ahead.iter().map(|(lease, _)| {
         give_back(
             &shared,
-            &lease,
+            lease,
             "prefetched; the worker stopped before it started",
         )
-        .await;
-    }
+    }))
+    .await;
 }
 
 /// The next reservation of a lane: a batch of `want` while the queue has work, else one long
