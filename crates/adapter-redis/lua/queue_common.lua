@@ -27,6 +27,10 @@ local K_READY, K_WAITING, K_SCHED, K_RUNNING = KEYS[1], KEYS[2], KEYS[3], KEYS[4
 local K_SUCC, K_DEAD, K_CANC, K_SEQ = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local BASE = ARGV[1]
 local RETENTION = tonumber(ARGV[2])
+-- The same as the client sent it, for arguments: a Lua number passed to redis.call costs Redis
+-- a '%.17g' format (glibc's float printer, ~2.5k instructions) each time; text costs nothing.
+-- Hot paths hand redis.call text for the same reason (fmt() once, not a number per task).
+local RETENTION_ARG = ARGV[2]
 -- Finished tasks are pruned from their sets at most this long after their retention ends
 -- (stats count them by score, so the lag is invisible); it batches the pruning.
 local SLACK = RETENTION < 60000 and RETENTION or 60000
@@ -95,18 +99,19 @@ local function maintenance()
   M.make_ready = function(id, key, since)
     local rank = tonumber(redis.call('HGET', key, 'rank')) or 100
     local seq = redis.call('INCR', SEQ)
-    redis.call('ZADD', READY, rank * 1099511627776 + seq, id)
-    redis.call('ZADD', WAITING, since, id)
-    redis.call('HSET', key, 'status', 'queued', 'ready_at', fmt(since))
+    local s_since = fmt(since)
+    redis.call('ZADD', READY, fmt(rank * 1099511627776 + seq), id)
+    redis.call('ZADD', WAITING, s_since, id)
+    redis.call('HSET', key, 'status', 'queued', 'ready_at', s_since)
     S.woke = true
   end
 
   M.finish = function(id, key, status)
     redis.call('HSET', key, 'status', status, 'finished_at', fmt(NOW))
     redis.call('HDEL', key, 'lease_expires_at')
-    redis.call('ZADD', done[status], NOW, id)
+    redis.call('ZADD', done[status], fmt(NOW), id)
     due_at(NOW + retention + slack)
-    redis.call('PEXPIRE', key, retention)
+    redis.call('PEXPIRE', key, ARGV[2])
     local uk = redis.call('HGET', key, 'unique_key')
     if uk then
       local ukey = base .. 'u:' .. uk

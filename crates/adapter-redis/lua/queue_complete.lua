@@ -32,9 +32,9 @@ local function finish_loaded(id, key, t, status, set, del)
   del[#del + 1] = 'lease_expires_at'
   for i = 1, #del do t[del[i]] = nil end
   redis.call('HDEL', key, unpack(del))
-  redis.call('ZADD', FINISHED[status], NOW, id)
+  redis.call('ZADD', FINISHED[status], t.finished_at, id)
   due_at(NOW + RETENTION + SLACK)
-  redis.call('PEXPIRE', key, RETENTION)
+  redis.call('PEXPIRE', key, RETENTION_ARG)
   local uk = t.unique_key
   if uk then
     local ukey = BASE .. 'u:' .. uk

@@ -27,14 +27,14 @@ for i = 0, n - 1 do
     else
       redis.call('HSET', key, 'status', 'succeeded', 'finished_at', finished_at)
     end
-    redis.call('PEXPIRE', key, RETENTION)
+    redis.call('PEXPIRE', key, RETENTION_ARG)
     local uk = f[4]
     if uk then
       local ukey = BASE .. 'u:' .. uk
       if redis.call('GET', ukey) == id then redis.call('DEL', ukey) end
     end
     done[#done + 1] = id
-    moved[#moved + 1] = NOW
+    moved[#moved + 1] = finished_at
     moved[#moved + 1] = id
     out[#out + 1] = 'ok'
   end

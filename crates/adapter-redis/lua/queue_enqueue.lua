@@ -57,9 +57,10 @@ end
 -- time): the client builds the task from the spec it sent (Task::new).
 -- Fields read by other scripts stay fields of their own; what only the client reads is packed
 -- (spec, backoff), so every later HGETALL / HSET handles fewer fields.
+local s_now = fmt(NOW)
 local f = {
   'id', id, 'spec', spec, 'payload', payload, 'rank', rank, 'attempts', '0',
-  'max_attempts', max_attempts, 'backoff', backoff, 'enqueued_at', fmt(NOW), 'lease_seq', '0',
+  'max_attempts', max_attempts, 'backoff', backoff, 'enqueued_at', s_now, 'lease_seq', '0',
 }
 local function put(k, v)
   f[#f + 1] = k
@@ -71,7 +72,7 @@ if due > NOW then
   put('scheduled_for', fmt(due))
 else
   put('status', 'queued')
-  put('ready_at', fmt(NOW))
+  put('ready_at', s_now)
 end
 redis.call('HSET', key, unpack(f))
 if unique ~= '' then redis.call('SET', BASE .. 'u:' .. unique, id) end
@@ -81,8 +82,8 @@ if due > NOW then
 else
   -- make_ready without re-reading the rank or re-writing the status.
   local seq = redis.call('INCR', K_SEQ)
-  redis.call('ZADD', K_READY, tonumber(rank) * RANK_SCALE + seq, id)
-  redis.call('ZADD', K_WAITING, NOW, id)
+  redis.call('ZADD', K_READY, fmt(tonumber(rank) * RANK_SCALE + seq), id)
+  redis.call('ZADD', K_WAITING, s_now, id)
   S.woke = true
 end
 wake()

@@ -40,8 +40,9 @@ redis.call('HSET', key, 'last_error', err)
 redis.call('HDEL', key, 'lease_expires_at')
 if delay then
   local due = NOW + delay
-  redis.call('HSET', key, 'status', 'failed', 'scheduled_for', fmt(due))
-  redis.call('ZADD', K_SCHED, due, id)
+  local s_due = fmt(due)
+  redis.call('HSET', key, 'status', 'failed', 'scheduled_for', s_due)
+  redis.call('ZADD', K_SCHED, s_due, id)
   due_at(due)
 else
   M.finish(id, key, 'dead')
