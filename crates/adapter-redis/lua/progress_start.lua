@@ -9,7 +9,8 @@ local op = cjson.decode(ARGV[1])
 op.created_at = now
 op.updated_at = now
 local json = cjson.encode(op)
-local ttl = tonumber(ARGV[2])
+-- As text: a Lua number passed to redis.call costs Redis a '%.17g' float format.
+local ttl = ARGV[2]
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[1], json, 'PX', ttl)
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'k', 'snapshot', 'o', json)

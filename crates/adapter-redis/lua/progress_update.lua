@@ -52,7 +52,8 @@ if len >= cap then
   if #gone > 0 then op.trimmed_through = gone[#gone][1] end
 end
 local json = cjson.encode(op)
-local ttl = tonumber(ARGV[1])
+-- As text: a Lua number passed to redis.call costs Redis a '%.17g' float format.
+local ttl = ARGV[1]
 redis.call('SET', KEYS[1], json, 'PX', ttl)
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', 'k', kind, 'o', json)
 redis.call('PEXPIRE', KEYS[2], ttl)

@@ -1,9 +1,10 @@
 -- Task::reserve of the first ready task(s). ARGV[3] lease ms, ARGV[4] worker id or '',
 -- ARGV[5] how many tasks to take at most (default 1). Each task gets its own lease: its own
 -- lease_seq (fencing token) and expiry, exactly as from one reserve each.
--- Returns { 'ok', now, lease expiry, then per task four elements: 'p', the values of the
--- fields in READ (below, false where absent), its new attempts, its new lease_seq } with at
--- least one task. A task stored by an earlier version (no packed 'spec' field) comes as
+-- Returns { 'ok', now, lease expiry, then per task four elements: 'p', its READ values (id,
+-- spec, payload, max_attempts, backoff, enqueued_at, unique_key, scheduled_for, last_error;
+-- false where absent; RESERVE_READ in queue.rs), its new attempts, its new lease_seq } with
+-- at least one task. A task stored by an earlier version (no packed 'spec' field) comes as
 -- 'f', its fields as HGETALL reads them, attempts, lease_seq. What the lease changes besides
 -- attempts and lease_seq is the same for every task of the call (status running, started_at
 -- = heartbeat_at = now, the expiry, the worker the client sent), so the client applies it.
@@ -12,7 +13,8 @@
 -- HGETALL's name/value pairs: every element a script reads costs Redis ~850 instructions to
 -- turn into a Lua string and as many to send back, and a task has ~12 fields (names and
 -- values: ~24 elements each way; callgrind, docs/PERFORMANCE.md). Only what the client
--- cannot know is read: not the status (queued, checked here), rank or ready_at.
+-- cannot know is read: not the status (queued, checked here), rank or ready_at, nor the id
+-- (the ready set's member names it).
 -- When nothing is ready:
 -- { 'empty', now, next } where next is the earliest due time or lease expiry of this queue
 -- (-1 when none), so an idle reserver knows when to look again.
@@ -33,9 +35,9 @@ while taken < want and skips < 10 do
   redis.call('ZREM', K_WAITING, unpack(ids))
   for _, id in ipairs(ids) do
     local key = task_key(id)
-    -- status, attempts, lease_seq, worker, then READ: id, spec, payload, max_attempts,
-    -- backoff, enqueued_at, unique_key, scheduled_for, last_error.
-    local f = redis.call('HMGET', key, 'status', 'attempts', 'lease_seq', 'worker', 'id', 'spec',
+    -- status, attempts, lease_seq, worker, then READ but its id (the member names it): spec,
+    -- payload, max_attempts, backoff, enqueued_at, unique_key, scheduled_for, last_error.
+    local f = redis.call('HMGET', key, 'status', 'attempts', 'lease_seq', 'worker', 'spec',
       'payload', 'max_attempts', 'backoff', 'enqueued_at', 'unique_key', 'scheduled_for',
       'last_error')
     local status, attempts, seq, had_worker = f[1], f[2], f[3], f[4]
@@ -55,9 +57,9 @@ while taken < want and skips < 10 do
       running[#running + 1] = id
       taken = taken + 1
       local n = #out
-      if f[6] then
+      if f[5] then
         out[n + 1] = 'p'
-        out[n + 2] = { f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13] }
+        out[n + 2] = { id, f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12] }
       else
         out[n + 1] = 'f'
         out[n + 2] = redis.call('HGETALL', key)

@@ -780,7 +780,8 @@ fn task_from(queue: &QueueName, reply: Option<Value>) -> Result<Task, PortError>
     task_from_fields(queue, &fields(&items)?)
 }
 
-/// The fields `queue_reserve.lua` reads of a task by position (its `READ` list), in order.
+/// The fields `queue_reserve.lua` returns of a task by position (its READ values), in order:
+/// the id from the ready set's member, the others read with one `HMGET`.
 const RESERVE_READ: [&str; 9] = [
     "id",
     "spec",
