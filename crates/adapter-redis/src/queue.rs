@@ -40,8 +40,6 @@
 //! `list` 1 (`lua/queue_list.lua`: at most `limit` entries of the listing's index, or
 //! [`TaskQuery::MAX_SCAN`] of the due-time index for scheduled / retrying tasks).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +62,7 @@ use tokio::sync::Notify;
 
 use crate::backend::Shared;
 use crate::error::{classify, corrupt};
-use crate::reply::{array, fields, int, tagged, text};
+use crate::reply::{array, fields, int, tagged, text, Fields};
 use crate::scripts::LuaScript;
 use crate::task_hash::{decode_backoff, encode_backoff, PackedSpec};
 use crate::wake::MAX_IDLE_WAIT;
@@ -833,32 +831,23 @@ fn leases_from(
                 .map(|s| s.into_owned())
                 .ok_or_else(|| corrupt(format!("reserve reply: {what}")))
         };
-        f.insert(Cow::Borrowed("status"), Cow::Borrowed("running"));
-        f.insert(
-            Cow::Borrowed("attempts"),
-            Cow::Owned(text(&attempts, "attempts")?),
-        );
-        f.insert(
-            Cow::Borrowed("lease_seq"),
-            Cow::Owned(text(&seq, "lease_seq")?),
-        );
-        f.insert(Cow::Borrowed("started_at"), Cow::Borrowed(now.as_str()));
-        f.insert(Cow::Borrowed("heartbeat_at"), Cow::Borrowed(now.as_str()));
-        f.insert(
-            Cow::Borrowed("lease_expires_at"),
-            Cow::Borrowed(expires.as_str()),
-        );
+        f.insert("status", "running");
+        f.insert("attempts", text(&attempts, "attempts")?);
+        f.insert("lease_seq", text(&seq, "lease_seq")?);
+        f.insert("started_at", now.as_str());
+        f.insert("heartbeat_at", now.as_str());
+        f.insert("lease_expires_at", expires.as_str());
         match worker {
-            Some(w) => f.insert(Cow::Borrowed("worker"), Cow::Borrowed(w.as_str())),
+            Some(w) => f.insert("worker", w.as_str()),
             None => f.remove("worker"),
-        };
+        }
         leases.push(task_from_fields(queue, &f)?.lease());
     }
     Ok(leases)
 }
 
 /// The fields of a task read by position ([`RESERVE_READ`]); absent ones (nil) are left out.
-fn positional(values: &[Value]) -> Result<HashMap<Cow<'static, str>, Cow<'_, str>>, PortError> {
+fn positional(values: &[Value]) -> Result<Fields<'_>, PortError> {
     if values.len() != RESERVE_READ.len() {
         return Err(corrupt(format!(
             "reserve reply: {} task fields, expected {}",
@@ -866,7 +855,7 @@ fn positional(values: &[Value]) -> Result<HashMap<Cow<'static, str>, Cow<'_, str
             RESERVE_READ.len()
         )));
     }
-    let mut map = HashMap::with_capacity(RESERVE_READ.len() + 7);
+    let mut map = Fields::with_capacity(RESERVE_READ.len() + 7);
     for (name, v) in RESERVE_READ.iter().zip(values) {
         if matches!(v, Value::Null) {
             continue;
@@ -874,17 +863,14 @@ fn positional(values: &[Value]) -> Result<HashMap<Cow<'static, str>, Cow<'_, str
         let v = v
             .as_str()
             .ok_or_else(|| corrupt(format!("task field {name} is not text")))?;
-        map.insert(Cow::Borrowed(*name), v);
+        map.insert(*name, v);
     }
     Ok(map)
 }
 
 /// Builds a [`Task`] from its hash fields.
-fn task_from_fields(
-    queue: &QueueName,
-    f: &HashMap<Cow<'_, str>, Cow<'_, str>>,
-) -> Result<Task, PortError> {
-    let get = |k: &str| f.get(k).map(|v| v.as_ref());
+fn task_from_fields(queue: &QueueName, f: &Fields<'_>) -> Result<Task, PortError> {
+    let get = |k: &str| f.get(k);
     let need = |k: &str| get(k).ok_or_else(|| corrupt(format!("task field {k} missing")));
     let num = |k: &str| -> Result<u64, PortError> {
         need(k)?
