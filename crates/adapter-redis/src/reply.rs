@@ -98,7 +98,8 @@ pub(crate) fn fields(items: &[Value]) -> Result<Fields<'_>, PortError> {
         let v = pair[1]
             .as_str()
             .ok_or_else(|| corrupt(format!("field {k} is not text")))?;
-        map.insert(k, v);
+        // A hash's field names are unique: no search.
+        map.0.push((k, v));
     }
     Ok(map)
 }
