@@ -69,6 +69,18 @@ impl Env {
             .id
     }
 
+    /// `n` tasks of kind `job` on `queue`, their payloads `0..n`, in that order.
+    async fn enqueue_jobs(&self, queue: &str, n: usize) -> Vec<TaskId> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            ids.push(
+                self.enqueue(queue, "job", serde_json::json!(i), EnqueueOptions::new())
+                    .await,
+            );
+        }
+        ids
+    }
+
     async fn task(&self, queue: &str, id: TaskId) -> Task {
         self.queue.get(&q(queue), id).await.unwrap().unwrap()
     }
@@ -454,10 +466,7 @@ async fn concurrency_per_queue_is_respected() {
             },
         )
         .build();
-    for i in 0..TASKS {
-        env.enqueue("wide", "job", serde_json::json!(i), EnqueueOptions::new())
-            .await;
-    }
+    env.enqueue_jobs("wide", TASKS).await;
     let running = start(rt);
     for _ in 0..TASKS {
         recv(&mut rx).await;
@@ -784,13 +793,7 @@ async fn a_slot_frees_when_its_handler_ends_and_outcomes_in_flight_are_bounded()
             }
         })
         .build();
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        ids.push(
-            env.enqueue("one", "job", serde_json::json!(i), EnqueueOptions::new())
-                .await,
-        );
-    }
+    let ids = env.enqueue_jobs("one", 3).await;
     let running = start(rt);
     // The first success is held in flight, yet the second task runs: its slot was freed.
     assert_eq!(recv(&mut rx).await, 0);
@@ -845,13 +848,7 @@ async fn prefetched_tasks_are_given_back_on_shutdown_without_counting_an_attempt
             }
         })
         .build();
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(
-            env.enqueue("ahead", "job", serde_json::json!(i), EnqueueOptions::new())
-                .await,
-        );
-    }
+    let ids = env.enqueue_jobs("ahead", 4).await;
     let running = start(rt);
     assert_eq!(recv(&mut rx).await, 0);
     // One task runs; two more are leased ahead of a free slot; the fourth stays queued.
@@ -942,10 +939,7 @@ async fn the_widest_lane_reserves_within_the_batch_limit() {
             }
         })
         .build();
-    for i in 0..3 {
-        env.enqueue("wide", "job", serde_json::json!(i), EnqueueOptions::new())
-            .await;
-    }
+    env.enqueue_jobs("wide", 3).await;
     let started = tokio::time::Instant::now();
     let running = start(rt);
     let mut seen = Vec::new();
