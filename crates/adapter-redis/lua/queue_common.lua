@@ -107,9 +107,10 @@ local function maintenance()
   end
 
   M.finish = function(id, key, status)
-    redis.call('HSET', key, 'status', status, 'finished_at', fmt(NOW))
+    local at = fmt(NOW)
+    redis.call('HSET', key, 'status', status, 'finished_at', at)
     redis.call('HDEL', key, 'lease_expires_at')
-    redis.call('ZADD', done[status], fmt(NOW), id)
+    redis.call('ZADD', done[status], at, id)
     due_at(NOW + retention + slack)
     redis.call('PEXPIRE', key, ARGV[2])
     local uk = redis.call('HGET', key, 'unique_key')
