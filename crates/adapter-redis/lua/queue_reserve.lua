@@ -23,6 +23,13 @@ local want = tonumber(ARGV[5] or '1') or 1
 local expires = NOW + lease
 local s_now, s_exp = fmt(NOW), fmt(expires)
 local out = { 'ok', NOW, expires }
+-- status, attempts, lease_seq, then READ but its id (the member names it): spec, payload,
+-- max_attempts, backoff, enqueued_at, unique_key, scheduled_for, last_error; then the worker
+-- only when this reserve records none (an earlier one must then be removed): an absent field
+-- costs HMGET a scan of the whole listpack.
+local read = { 'status', 'attempts', 'lease_seq', 'spec', 'payload', 'max_attempts', 'backoff',
+  'enqueued_at', 'unique_key', 'scheduled_for', 'last_error' }
+if worker == '' then read[12] = 'worker' end
 local taken, running = 0, {}
 -- Ids that are no longer queued (cancelled meanwhile) are dropped: pops stop after 10 of them.
 local skips = 0
@@ -35,12 +42,8 @@ while taken < want and skips < 10 do
   redis.call('ZREM', K_WAITING, unpack(ids))
   for _, id in ipairs(ids) do
     local key = task_key(id)
-    -- status, attempts, lease_seq, worker, then READ but its id (the member names it): spec,
-    -- payload, max_attempts, backoff, enqueued_at, unique_key, scheduled_for, last_error.
-    local f = redis.call('HMGET', key, 'status', 'attempts', 'lease_seq', 'worker', 'spec',
-      'payload', 'max_attempts', 'backoff', 'enqueued_at', 'unique_key', 'scheduled_for',
-      'last_error')
-    local status, attempts, seq, had_worker = f[1], f[2], f[3], f[4]
+    local f = redis.call('HMGET', key, unpack(read))
+    local status, attempts, seq = f[1], f[2], f[3]
     if status == 'queued' then
       attempts = fmt((tonumber(attempts) or 0) + 1)
       seq = fmt((tonumber(seq) or 0) + 1)
@@ -51,15 +54,15 @@ while taken < want and skips < 10 do
       else
         redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'lease_seq', seq,
           'started_at', s_now, 'heartbeat_at', s_now, 'lease_expires_at', s_exp)
-        if had_worker then redis.call('HDEL', key, 'worker') end
+        if f[12] then redis.call('HDEL', key, 'worker') end
       end
       running[#running + 1] = s_exp
       running[#running + 1] = id
       taken = taken + 1
       local n = #out
-      if f[5] then
+      if f[4] then
         out[n + 1] = 'p'
-        out[n + 2] = { id, f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12] }
+        out[n + 2] = { id, f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11] }
       else
         out[n + 1] = 'f'
         out[n + 2] = redis.call('HGETALL', key)

@@ -478,6 +478,11 @@ pub async fn release_returns_task_without_counting_the_attempt(factory: Factory)
     assert_eq!(second.task.id, t.id, "reservable again at once");
     assert_eq!(second.task.attempts, 1, "the first counted attempt");
     assert!(second.token > first.token, "fencing tokens only grow");
+    assert_eq!(
+        second.task.worker, None,
+        "a reserve that names no worker leaves none of an earlier one"
+    );
+    assert_eq!(get(&fx, &q, t.id).await.worker, None);
     assert_lease_lost(
         fx.queue.complete(&q, t.id, first.token, None).await,
         "complete with the released token",
