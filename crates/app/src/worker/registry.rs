@@ -29,7 +29,7 @@ pub(crate) trait ErasedHandler: Send + Sync {
     fn start(
         &self,
         ctx: TaskContext,
-        payload: serde_json::Value,
+        payload: &serde_json::Value,
     ) -> Result<BoxFuture<'static, HandlerResult>, StartError>;
 }
 
@@ -47,9 +47,10 @@ where
     fn start(
         &self,
         ctx: TaskContext,
-        payload: serde_json::Value,
+        payload: &serde_json::Value,
     ) -> Result<BoxFuture<'static, HandlerResult>, StartError> {
-        let payload: T = serde_json::from_value(payload).map_err(|e| {
+        // Read from the lease's payload in place: no deep copy of the JSON tree per attempt.
+        let payload = T::deserialize(payload).map_err(|e| {
             StartError::Poison(format!(
                 "payload does not match {}: {e}",
                 short_type_name::<T>()

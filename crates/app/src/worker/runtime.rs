@@ -697,7 +697,7 @@ async fn run(shared: &Shared, lane: &Lane, lease: &Lease, received: Instant) -> 
         progress: shared.progress.clone(),
         cancel: cancel.clone(),
     };
-    let fut = match handler.start(ctx, task.payload.clone()) {
+    let fut = match handler.start(ctx, &task.payload) {
         Ok(f) => f,
         Err(StartError::Poison(msg)) => {
             tracing::warn!(error = %msg, "poison payload");
@@ -720,7 +720,12 @@ async fn run(shared: &Shared, lane: &Lane, lease: &Lease, received: Instant) -> 
             None => std::future::pending().await,
         }
     };
+    // The handler is polled first: one that finishes on its first poll never arms the
+    // heartbeat timer, the timeout or the drain's wait (each a registration with the runtime),
+    // and a handler that finished wins over a lease loss, timeout or drain seen in the same
+    // wake (the store still fences its outcome).
     let outcome = tokio::select! {
+        biased;
         r = AssertUnwindSafe(fut).catch_unwind() => match r {
             Ok(Ok(result)) => Outcome::Complete(result),
             Ok(Err(e)) => Outcome::Fail(Failure { error: e.message().to_owned(), retry: e.retry_policy() }),
