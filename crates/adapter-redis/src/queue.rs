@@ -189,14 +189,17 @@ impl RedisQueue {
         }
     }
 
-    /// Registers the queue in `<prefix>:queues` once per process.
-    async fn register(&self, queue: &QueueName) -> Result<(), PortError> {
-        if self
-            .shared
+    /// Whether this process registered `queue` already.
+    fn is_registered(&self, queue: &QueueName) -> bool {
+        self.shared
             .registered_queues
             .lock()
             .contains(queue.as_str())
-        {
+    }
+
+    /// Registers the queue in `<prefix>:queues` once per process.
+    async fn register(&self, queue: &QueueName) -> Result<(), PortError> {
+        if self.is_registered(queue) {
             return Ok(());
         }
         self.shared
@@ -358,7 +361,14 @@ impl QueueStore for RedisQueue {
             extra,
             Ack::Replicas,
         );
-        let (outcome, registered) = futures::join!(script, self.register(queue));
+        // The first enqueue of a queue in this process also registers it, concurrently; the
+        // registration's future is boxed so that it does not add ~7 KB to every enqueue's
+        // future (the boxed future of this method is moved whole, every call).
+        let (outcome, registered) = if self.is_registered(queue) {
+            (script.await, Ok(()))
+        } else {
+            futures::join!(script, Box::pin(self.register(queue)))
+        };
         let (tag, rest) = outcome?;
         if let Err(e) = registered {
             // The task is stored; only the stats registry missed it. The next enqueue retries.
