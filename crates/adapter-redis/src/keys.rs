@@ -25,12 +25,15 @@ pub(crate) fn slot(key: &[u8]) -> u16 {
 /// The part of `key` its slot is computed from: the first non-empty `{...}` hash tag, or the
 /// whole key. Keys with equal hashed parts share a slot (no CRC needed to tell).
 pub(crate) fn hashed_part(key: &[u8]) -> &[u8] {
-    match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
+    tag_range(key).map_or(key, |r| &key[r])
+}
+
+/// Where the first non-empty `{...}` hash tag's contents are in `key`, if it has one.
+pub(crate) fn tag_range(key: &[u8]) -> Option<std::ops::Range<usize>> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    match key[open + 1..].iter().position(|&b| b == b'}') {
+        Some(len) if len > 0 => Some(open + 1..open + 1 + len),
+        _ => None,
     }
 }
 

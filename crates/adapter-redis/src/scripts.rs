@@ -17,7 +17,7 @@ use fred::types::{FromValue, Key, Value};
 use spool_ports::PortError;
 
 use crate::error::classify;
-use crate::keys::{hashed_part, slot};
+use crate::keys::{hashed_part, slot, tag_range};
 use crate::wake::WakeChannels;
 
 /// Queue scripts share a prelude (keys, time, maintenance); it is prepended at compile time.
@@ -57,22 +57,38 @@ impl LuaScript {
     /// # Errors
     /// `Internal` when they span several slots (a layout bug) or there are none.
     pub(crate) fn slot_of(&self, keys: &[String]) -> Result<u16, PortError> {
+        Ok(slot(self.one_slot(keys)?))
+    }
+
+    /// The hash tag (or whole key) that decides the slot shared by `keys`, without computing
+    /// the slot.
+    ///
+    /// # Errors
+    /// As for [`LuaScript::slot_of`].
+    fn one_slot<'k>(&self, keys: &'k [String]) -> Result<&'k [u8], PortError> {
         let (head, rest) = keys.split_first().ok_or_else(|| {
             PortError::internal(format!("script {} called without keys", self.name))
         })?;
-        let tag = hashed_part(head.as_bytes());
-        let first = slot(tag);
-        // Keys of one script share their hash tag: compare the tags, CRC only the odd one out.
-        if rest.iter().any(|k| {
-            let other = hashed_part(k.as_bytes());
-            other != tag && slot(other) != first
-        }) {
-            return Err(PortError::internal(format!(
-                "script {} would touch keys of several hash slots",
-                self.name
-            )));
+        let h = head.as_bytes();
+        let tag = hashed_part(h);
+        // Keys of one script are built from one base, so they start with the same bytes
+        // through the end of its hash tag: a prefix compare tells them apart, with no scan for
+        // the braces and no CRC (this runs on every script call). Others compare their tags;
+        // only a differing tag needs the CRC.
+        let same_base = tag_range(h).map(|r| &h[..=r.end]);
+        for k in rest.iter().map(String::as_bytes) {
+            if same_base.is_some_and(|base| k.starts_with(base)) {
+                continue;
+            }
+            let other = hashed_part(k);
+            if other != tag && slot(other) != slot(tag) {
+                return Err(PortError::internal(format!(
+                    "script {} would touch keys of several hash slots",
+                    self.name
+                )));
+            }
         }
-        Ok(first)
+        Ok(tag)
     }
 
     /// `EVALSHA` (routed to the node owning the keys' slot), falling back to `EVAL` when that
@@ -83,7 +99,7 @@ impl LuaScript {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R, PortError> {
-        self.slot_of(&keys)?;
+        self.one_slot(&keys)?;
         // As fred keys (shared bytes) the copies kept for a NOSCRIPT retry cost no allocation
         // per key.
         let keys: Vec<Key> = keys.into_iter().map(Key::from).collect();
@@ -302,5 +318,16 @@ mod tests {
         assert_eq!(e.code(), "internal");
         assert!(e.to_string().contains("queue_get"), "{e}");
         assert!(scripts.queue_get.slot_of(&[]).is_err());
+        // Not one base, one tag: the same slot.
+        let tagged = vec!["p:{q:a}:ready".to_owned(), "other:{q:a}".to_owned()];
+        assert_eq!(
+            scripts.queue_get.slot_of(&tagged).expect("one slot"),
+            crate::keys::slot(b"q:a")
+        );
+        // A head without a tag is its own hashed part; a longer key is not the same slot.
+        let bare = vec!["abc".to_owned(), "abcd".to_owned()];
+        assert!(scripts.queue_get.slot_of(&bare).is_err());
+        let same = vec!["abc".to_owned(), "x{abc}".to_owned()];
+        assert!(scripts.queue_get.slot_of(&same).is_ok());
     }
 }
