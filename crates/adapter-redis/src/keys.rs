@@ -28,6 +28,16 @@ pub(crate) fn hashed_part(key: &[u8]) -> &[u8] {
     tag_range(key).map_or(key, |r| &key[r])
 }
 
+/// `parts` joined in one allocation of the exact size: no formatting machinery, for key names
+/// built on every call of a hot path.
+pub(crate) fn concat<'p>(parts: impl Iterator<Item = &'p &'p str> + Clone) -> String {
+    let mut k = String::with_capacity(parts.clone().map(|p| p.len()).sum());
+    for p in parts {
+        k.push_str(p);
+    }
+    k
+}
+
 /// Where the first non-empty `{...}` hash tag's contents are in `key`, if it has one.
 pub(crate) fn tag_range(key: &[u8]) -> Option<std::ops::Range<usize>> {
     let open = key.iter().position(|&b| b == b'{')?;
@@ -86,13 +96,8 @@ impl Keys {
 
     /// `<prefix>:{c:<project>}:` followed by `tail`.
     fn cache_key_with(&self, project: &ProjectId, tail: &[&str]) -> String {
-        let (prefix, project) = (self.prefix.as_str(), project.as_str());
-        let len = prefix.len() + project.len() + 6 + tail.iter().map(|t| t.len()).sum::<usize>();
-        let mut k = String::with_capacity(len);
-        for part in [prefix, ":{c:", project, "}:"].iter().chain(tail) {
-            k.push_str(part);
-        }
-        k
+        let head = [self.prefix.as_str(), ":{c:", project.as_str(), "}:"];
+        concat(head.iter().chain(tail))
     }
 
     /// The per-scope index of live keys.

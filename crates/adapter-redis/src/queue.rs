@@ -62,6 +62,7 @@ use tokio::sync::Notify;
 
 use crate::backend::Shared;
 use crate::error::{classify, corrupt};
+use crate::keys::concat;
 use crate::reply::{array, fields, int, tagged, text, Fields};
 use crate::scripts::LuaScript;
 use crate::task_hash::{decode_backoff, encode_backoff, PackedSpec};
@@ -105,12 +106,7 @@ impl RedisQueue {
         let base = self.shared.keys.queue_base(queue);
         // Concatenated, not format!ted: this runs on every queue script call (the formatting
         // machinery cost ~8k instructions a call for these nine strings).
-        let with = |tail: &str| {
-            let mut k = String::with_capacity(base.len() + tail.len());
-            k.push_str(&base);
-            k.push_str(tail);
-            k
-        };
+        let with = |tail: &str| concat([base.as_str(), tail].iter());
         let mut keys = Vec::with_capacity(9);
         keys.extend(
             [
@@ -206,11 +202,9 @@ impl RedisQueue {
             .contains(queue.as_str())
     }
 
-    /// Registers the queue in `<prefix>:queues` once per process.
+    /// Registers the queue in `<prefix>:queues`; called while [`Self::is_registered`] says
+    /// not yet (two first enqueues racing both add it, which is harmless).
     async fn register(&self, queue: &QueueName) -> Result<(), PortError> {
-        if self.is_registered(queue) {
-            return Ok(());
-        }
         self.shared
             .pool
             .sadd::<i64, _, _>(self.shared.keys.queue_registry(), queue.as_str())
