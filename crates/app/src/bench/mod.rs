@@ -20,8 +20,8 @@
 //! **Method.** Each operation runs as closed-loop clients (each waits for its reply before
 //! sending the next request) at every `--concurrency` level; each client records the latency
 //! of every call in an HDR histogram (nanosecond resolution, 3 significant digits). The time
-//! (or operation count) of one measurement is split into three rounds that alternate spool
-//! and raw (spool first, then raw first, then spool first), after an unrecorded warm-up, so
+//! (or operation count) of one measurement is split into ten rounds that alternate spool
+//! and raw (spool first, then raw first, and so on), after an unrecorded warm-up, so
 //! slow drifts of a shared machine hit both sides alike. Throughput is operations over the
 //! wall time of the round. `queue.e2e` reports completed tasks per second, from the first
 //! reservation to the last completion, and its latency columns are each task's time from its

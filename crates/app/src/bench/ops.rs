@@ -33,8 +33,12 @@ use crate::wiring::{memory_backends, Backends};
 const KEEP: Duration = Duration::from_secs(600);
 /// Distinct keys `cache.set` cycles through.
 const SET_KEYS: usize = 1024;
-/// Rounds per measurement, alternating which side goes first.
-const ROUNDS: u32 = 3;
+/// Rounds per measurement, alternating which side goes first. Ten short rounds rather than
+/// three long ones: a burst of a noisy neighbour (these VMs have second-long ones) then lands
+/// on both sides more evenly, and with pairs in the order AB BA AB … a linear drift weighs
+/// both sides exactly alike (limiter.check @1 ÷ raw GET over four runs each: 1.63–2.06 with
+/// three rounds, 1.75–1.88 with ten; docs/PERFORMANCE.md).
+const ROUNDS: u32 = 10;
 /// The typed value `cache.get` reads and `cache.set` writes (~100 bytes of JSON).
 const VALUE: &str = "a cached value of about one hundred bytes, as a session or a small profile would be: 0123456789";
 /// Lease of `queue.reserve_complete` reservations.
