@@ -49,6 +49,11 @@ pub struct BenchArgs {
     /// Tasks enqueued and then drained by the worker runtime in `queue.e2e`.
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     pub e2e_tasks: u64,
+    /// Size in bytes of every cache value and task payload, as stored (JSON), and of the raw
+    /// side's values, like `redis-benchmark -d`. By default a cache value is ~100 bytes and a
+    /// payload is the task's number. The targets of issue 6 are for the default sizes.
+    #[arg(long, value_name = "BYTES")]
+    pub value_bytes: Option<usize>,
     /// Only these operations, comma-separated (e.g. `cache.get,queue.e2e`); all by default.
     #[arg(long, value_name = "OP,OP", value_delimiter = ',')]
     pub only: Vec<String>,
@@ -81,6 +86,9 @@ pub struct BenchOptions {
     pub e2e_tasks: u64,
     /// Workers of `queue.e2e`.
     pub e2e_concurrency: usize,
+    /// `--value-bytes`: the stored size of cache values and task payloads; `None` for the
+    /// defaults (a ~100-byte cache value, a number as payload).
+    pub value_bytes: Option<usize>,
     /// Operations to run, in the table's order.
     pub ops: Vec<Op>,
 }
@@ -96,6 +104,12 @@ impl BenchOptions {
     pub const MAX_DURATION: Duration = Duration::from_secs(3600);
     /// `--duration` when neither it nor `--ops` is given.
     pub const DEFAULT_DURATION: Duration = Duration::from_secs(2);
+    /// Smallest `--value-bytes`: a padded payload, `{"n":<number>,"pad":""}`, takes up to 35.
+    pub const MIN_VALUE_BYTES: usize = 64;
+    /// Largest `--value-bytes`: the default cache value and payload limits (1 MiB).
+    pub const MAX_VALUE_BYTES: usize = 1 << 20;
+    /// Most bytes of payload the `queue.e2e` backlog may hold (`--e2e-tasks` × `--value-bytes`).
+    pub const MAX_E2E_BYTES: u64 = 4 << 30;
 
     /// The options with every default (memory backend).
     pub fn defaults() -> Self {
@@ -106,6 +120,7 @@ impl BenchOptions {
             concurrency: vec![1, 64],
             e2e_tasks: 50_000,
             e2e_concurrency: 16,
+            value_bytes: None,
             ops: Op::ALL.to_vec(),
         }
     }
@@ -157,6 +172,15 @@ impl BenchArgs {
                 BenchOptions::MAX_E2E_TASKS
             ));
         }
+        if let Some(n) = self.value_bytes {
+            if !(BenchOptions::MIN_VALUE_BYTES..=BenchOptions::MAX_VALUE_BYTES).contains(&n) {
+                return bad(format!(
+                    "--value-bytes {n} is outside {}..={}",
+                    BenchOptions::MIN_VALUE_BYTES,
+                    BenchOptions::MAX_VALUE_BYTES
+                ));
+            }
+        }
         let ops = if self.only.is_empty() {
             Op::ALL.to_vec()
         } else {
@@ -177,6 +201,17 @@ impl BenchArgs {
                 .filter(|op| picked.contains(op))
                 .collect()
         };
+        if let Some(n) = self.value_bytes.filter(|_| ops.contains(&Op::QueueE2e)) {
+            let backlog = self.e2e_tasks.saturating_mul(n as u64);
+            if backlog > BenchOptions::MAX_E2E_BYTES {
+                return bad(format!(
+                    "queue.e2e: --e2e-tasks {} of --value-bytes {n} would queue {backlog} bytes \
+                     at once (at most {}); lower --e2e-tasks",
+                    self.e2e_tasks,
+                    BenchOptions::MAX_E2E_BYTES
+                ));
+            }
+        }
         if self.backend == BenchBackend::Redis
             && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
         {
@@ -189,6 +224,7 @@ impl BenchArgs {
             concurrency,
             e2e_tasks: self.e2e_tasks,
             e2e_concurrency: BenchOptions::defaults().e2e_concurrency,
+            value_bytes: self.value_bytes,
             ops,
         })
     }
@@ -246,25 +282,36 @@ mod tests {
         let o = parse(&["--ops", "1000", "--only", "queue.e2e,cache.get"]).unwrap();
         assert_eq!(o.budget, Budget::Ops(1000));
         assert_eq!(o.ops, vec![Op::CacheGet, Op::QueueE2e], "table order");
+        assert_eq!(o.value_bytes, None);
+        let o = parse(&["--value-bytes", "16384", "--e2e-tasks", "1000"]).unwrap();
+        assert_eq!((o.value_bytes, o.e2e_tasks), (Some(16384), 1000));
     }
 
     #[test]
     fn bad_arguments_say_what_is_wrong() {
+        let refused = |argv: &[&str], needle: &str| {
+            let e = parse(argv).unwrap_err();
+            assert!(e.contains(needle), "{argv:?}: {e}");
+        };
         let e = parse(&["--duration", "1s", "--ops", "5"]).unwrap_err();
         assert!(e.contains("--ops") || e.contains("--duration"), "{e}");
-        assert!(parse(&["--ops", "0"]).unwrap_err().contains("at least 1"));
-        assert!(parse(&["--duration", "1ms"])
-            .unwrap_err()
-            .contains("outside"));
-        assert!(parse(&["--concurrency", "0"])
-            .unwrap_err()
-            .contains("outside"));
+        refused(&["--ops", "0"], "at least 1");
+        refused(&["--duration", "1ms"], "outside");
+        refused(&["--concurrency", "0"], "outside");
         assert!(parse(&["--concurrency", "1,x"]).is_err());
-        assert!(parse(&["--e2e-tasks", "0"]).unwrap_err().contains("e2e"));
-        let e = parse(&["--only", "cache.gett"]).unwrap_err();
-        assert!(e.contains("cache.gett") && e.contains("cache.get,"), "{e}");
+        refused(&["--e2e-tasks", "0"], "e2e");
+        refused(&["--only", "cache.gett"], "cache.gett");
+        refused(&["--only", "cache.gett"], "cache.get,");
         assert!(parse(&["--backend", "etcd"]).is_err());
-        let e = parse(&["--backend", "redis", "--redis-url", "http://x"]).unwrap_err();
-        assert!(e.contains("redis://"), "{e}");
+        refused(&["--value-bytes", "63"], "--value-bytes 63 is outside");
+        refused(&["--value-bytes", "1048577"], "outside");
+        refused(&["--value-bytes", "1048576"], "lower --e2e-tasks");
+        assert!(parse(&["--value-bytes", "x"]).is_err());
+        let o = parse(&["--value-bytes", "1048576", "--only", "cache.get"]).unwrap();
+        assert_eq!(o.value_bytes, Some(1 << 20), "no backlog without queue.e2e");
+        refused(
+            &["--backend", "redis", "--redis-url", "http://x"],
+            "redis://",
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::ops::{Fixture, Op};
+use super::payload::TaskNumber;
 use super::runner::{closed_loop, histogram, Step, Stop};
 use super::{BenchError, BenchOptions, OpResult};
 use crate::services::EnqueueOptions;
@@ -40,7 +41,7 @@ pub(crate) async fn run(
         let stamps = Arc::clone(&stamps);
         async move {
             f.queue
-                .enqueue(&f.e2e_queue, &f.kind, &i, EnqueueOptions::new())
+                .enqueue(&f.e2e_queue, &f.kind, &f.payload(i), EnqueueOptions::new())
                 .await
                 .map_err(|e| BenchError::op(Op::QueueE2e, format!("enqueue: {e}")))?;
             stamps[i as usize].store(nanos_since(base), Ordering::Relaxed);
@@ -57,7 +58,7 @@ pub(crate) async fn run(
         let handled = Arc::clone(&handled);
         let all_handled = Arc::clone(&all_handled);
         let stamps = Arc::clone(&enqueued_at);
-        move |_ctx: TaskContext, i: u64| {
+        move |_ctx: TaskContext, TaskNumber(i): TaskNumber| {
             let waited = stamps
                 .get(i as usize)
                 .map(|t| nanos_since(base).saturating_sub(t.load(Ordering::Relaxed)));

@@ -4,7 +4,11 @@
 //! ```text
 //! spool bench --backend redis --redis-url redis://127.0.0.1:6379 --concurrency 1,64 --json
 //! spool bench --backend memory --ops 100000
+//! spool bench --backend redis --value-bytes 16384 --only cache.get,queue.enqueue
 //! ```
+//!
+//! `--value-bytes` sizes every cache value and task payload (and the raw side's values) like
+//! `redis-benchmark -d`; the targets of issue 6 are checked only at the default sizes.
 //!
 //! | op | spool call | raw command (Redis) |
 //! |---|---|---|
@@ -39,11 +43,13 @@
 //! | `runner` | closed-loop clients at one concurrency, per-call latency histograms |
 //! | `ops` | the fixtures and each operation, spool and raw |
 //! | `e2e` | `queue.e2e`: a backlog drained by the worker runtime |
+//! | `payload` | the tasks' payload: their number, padded to `--value-bytes` |
 //! | `report` | the human table, the targets of issue 6, and the `--json` object |
 
 mod args;
 mod e2e;
 mod ops;
+mod payload;
 mod report;
 mod runner;
 
@@ -113,6 +119,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         backend: fixture.backend_name().to_owned(),
         server: fixture.server().map(str::to_owned),
         results,
+        value_bytes: options.value_bytes,
     })
 }
 
@@ -186,6 +193,19 @@ mod tests {
             report.server
         );
         check_shape(&report, true);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_operation_runs_on_redis_with_padded_values_and_payloads() {
+        let url = spool_adapter_redis::testing::redis_url();
+        let options = BenchOptions {
+            value_bytes: Some(4096),
+            ..tiny(BenchBackend::Redis, url)
+        };
+        let report = run(&options).await.unwrap();
+        check_shape(&report, true);
+        assert_eq!(report.value_bytes, Some(4096));
+        assert!(report.targets().is_empty(), "set for the default sizes");
     }
 
     #[tokio::test]

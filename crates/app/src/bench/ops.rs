@@ -21,6 +21,7 @@ use spool_domain::names::{
 use spool_domain::progress::{OperationSpec, ProgressUpdate, StepRef, StepSpec};
 use spool_ports::ReserveOptions;
 
+use super::payload::Payload;
 use super::runner::{closed_loop, Measured, Step, Stop};
 use super::{BenchBackend, BenchError, BenchOptions, Budget, OpResult};
 use crate::services::{
@@ -39,8 +40,12 @@ const SET_KEYS: usize = 1024;
 /// both sides exactly alike (limiter.check @1 ÷ raw GET over four runs each: 1.63–2.06 with
 /// three rounds, 1.75–1.88 with ten; docs/PERFORMANCE.md).
 const ROUNDS: u32 = 10;
-/// The typed value `cache.get` reads and `cache.set` writes (~100 bytes of JSON).
+/// The typed value `cache.get` reads and `cache.set` writes (~100 bytes of JSON) unless
+/// `--value-bytes` is given.
 const VALUE: &str = "a cached value of about one hundred bytes, as a session or a small profile would be: 0123456789";
+/// The bytes of a padded payload besides its padding, at most: `{"n":` + 20 digits +
+/// `,"pad":"` + `"}`.
+const PAYLOAD_FRAME: usize = 35;
 /// Lease of `queue.reserve_complete` reservations.
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -158,6 +163,10 @@ pub(crate) struct Fixture {
     pub(crate) raw: Option<Raw>,
     project: ProjectId,
     set_keys: Vec<String>,
+    /// The cache value (a JSON string of `--value-bytes` in all).
+    value: String,
+    /// The padding of task payloads under `--value-bytes`.
+    pad: Option<String>,
     requests: Vec<RateLimitRequest>,
     operations: Vec<OperationId>,
     pub(crate) kind: TaskKind,
@@ -344,13 +353,20 @@ impl Fixture {
             snapshot = serde_json::to_vec(&event.operation).map_err(setup)?.into();
             operations.push(event.operation.id);
         }
+        // Stored as JSON: a string of n - 2 characters is n bytes with its quotes.
+        let value = options
+            .value_bytes
+            .map_or_else(|| VALUE.to_owned(), |n| "x".repeat(n.saturating_sub(2)));
+        let pad = options
+            .value_bytes
+            .map(|n| "x".repeat(n.saturating_sub(PAYLOAD_FRAME)));
         cache
-            .set(&project, "bench", "hot", VALUE)
+            .set(&project, "bench", "hot", &value)
             .await
             .map_err(setup)?;
         let raw = match raw {
             Some(mut r) => {
-                r.value = serde_json::to_vec(VALUE).map_err(setup)?.into();
+                r.value = serde_json::to_vec(&value).map_err(setup)?.into();
                 r.event = snapshot;
                 r.pool()
                     .set::<(), _, _>(
@@ -377,6 +393,8 @@ impl Fixture {
             raw,
             project,
             set_keys: (0..SET_KEYS).map(|i| format!("k{i}")).collect(),
+            value,
+            pad,
             requests,
             operations,
             kind: TaskKind::parse("noop").map_err(setup)?,
@@ -402,6 +420,14 @@ impl Fixture {
     /// `redis <version>` on Redis.
     pub(crate) fn server(&self) -> Option<&str> {
         self.server.as_deref()
+    }
+
+    /// The payload of task number `n`.
+    pub(crate) fn payload(&self, n: u64) -> Payload<'_> {
+        match &self.pad {
+            None => Payload::Number(n),
+            Some(pad) => Payload::Padded { n, pad },
+        }
     }
 
     /// The queue of `queue.enqueue` / `queue.reserve_complete` at concurrency `c`.
@@ -491,7 +517,7 @@ impl Fixture {
                 Op::CacheSet => {
                     let key = &self.set_keys[n as usize % SET_KEYS];
                     self.cache
-                        .set(&self.project, "bench", key, VALUE)
+                        .set(&self.project, "bench", key, &self.value)
                         .await
                         .map_err(|e| err(&e))?;
                 }
@@ -510,7 +536,7 @@ impl Fixture {
                 Op::QueueEnqueue => {
                     let q = self.queue_for(c)?;
                     self.queue
-                        .enqueue(q, &self.kind, &n, EnqueueOptions::new())
+                        .enqueue(q, &self.kind, &self.payload(n), EnqueueOptions::new())
                         .await
                         .map_err(|e| err(&e))?;
                 }
@@ -581,7 +607,9 @@ impl Fixture {
                     }
                     Op::QueueEnqueue => {
                         let (list, _) = raw.list(c)?;
-                        pool.lpush::<i64, _, _>(list, n.to_string())
+                        let payload =
+                            serde_json::to_string(&self.payload(n)).map_err(|e| err(&e))?;
+                        pool.lpush::<i64, _, _>(list, payload)
                             .await
                             .map_err(|e| err(&e))?;
                     }
@@ -761,4 +789,39 @@ pub(crate) async fn measure(
         raw_p50_us: raw.as_ref().map(|m| m.quantile_us(0.5)),
         raw_p99_us: raw.as_ref().map(|m| m.quantile_us(0.99)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    async fn fixture(value_bytes: Option<usize>) -> Fixture {
+        let options = BenchOptions {
+            value_bytes,
+            ..BenchOptions::defaults()
+        };
+        Fixture::connect(&options).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn value_bytes_sizes_the_stored_cache_value_and_every_payload() {
+        for n in [
+            BenchOptions::MIN_VALUE_BYTES,
+            4096,
+            BenchOptions::MAX_VALUE_BYTES,
+        ] {
+            let f = fixture(Some(n)).await;
+            assert_eq!(serde_json::to_vec(&f.value).unwrap().len(), n);
+            for task in [0, 7, 123_456, u64::MAX] {
+                let len = serde_json::to_vec(&f.payload(task)).unwrap().len();
+                // The frame is sized for the longest number; shorter ones leave it short.
+                assert!(len <= n && len + 19 >= n, "{n}: task {task} is {len} bytes");
+            }
+        }
+        let f = fixture(None).await;
+        assert_eq!(f.value, VALUE);
+        assert_eq!(serde_json::to_string(&f.payload(7)).unwrap(), "7");
+    }
 }
