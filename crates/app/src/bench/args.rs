@@ -51,7 +51,9 @@ pub struct BenchArgs {
     pub e2e_tasks: u64,
     /// Size in bytes of every cache value and task payload, as stored (JSON), and of the raw
     /// side's values, like `redis-benchmark -d`. By default a cache value is ~100 bytes and a
-    /// payload is the task's number. The targets of issue 6 are for the default sizes.
+    /// payload is the task's number. The targets of issue 6 are for the default sizes. The
+    /// queues of `queue.enqueue` then hold at most 256 MiB of payloads per side and
+    /// concurrency level (a round that fills one ends early).
     #[arg(long, value_name = "BYTES")]
     pub value_bytes: Option<usize>,
     /// Only these operations, comma-separated (e.g. `cache.get,queue.e2e`); all by default.
@@ -109,7 +111,10 @@ impl BenchOptions {
     /// Largest `--value-bytes`: the default cache value and payload limits (1 MiB).
     pub const MAX_VALUE_BYTES: usize = 1 << 20;
     /// Most bytes of payload the `queue.e2e` backlog may hold (`--e2e-tasks` × `--value-bytes`).
-    pub const MAX_E2E_BYTES: u64 = 4 << 30;
+    pub const MAX_E2E_BYTES: u64 = 2 << 30;
+    /// Most bytes of payload `queue.enqueue` keeps queued per side and concurrency level under
+    /// `--value-bytes` (its rounds add to a queue that only `queue.reserve_complete` drains).
+    pub const MAX_QUEUED_BYTES: u64 = 256 << 20;
 
     /// The options with every default (memory backend).
     pub fn defaults() -> Self {

@@ -167,6 +167,9 @@ pub(crate) struct Fixture {
     value: String,
     /// The padding of task payloads under `--value-bytes`.
     pad: Option<String>,
+    /// Under `--value-bytes`: the most tasks `queue.enqueue` keeps queued per side and
+    /// concurrency level ([`BenchOptions::MAX_QUEUED_BYTES`] of payloads).
+    max_queued: Option<u64>,
     requests: Vec<RateLimitRequest>,
     operations: Vec<OperationId>,
     pub(crate) kind: TaskKind,
@@ -395,6 +398,9 @@ impl Fixture {
             set_keys: (0..SET_KEYS).map(|i| format!("k{i}")).collect(),
             value,
             pad,
+            max_queued: options
+                .value_bytes
+                .map(|n| (BenchOptions::MAX_QUEUED_BYTES / n as u64).max(1)),
             requests,
             operations,
             kind: TaskKind::parse("noop").map_err(setup)?,
@@ -420,6 +426,15 @@ impl Fixture {
     /// `redis <version>` on Redis.
     pub(crate) fn server(&self) -> Option<&str> {
         self.server.as_deref()
+    }
+
+    /// Whether the `queue.enqueue` queue of `side` at `c` holds as many padded tasks as the
+    /// bench keeps queued, counting the `n` calls of the current round: its enqueues stop.
+    fn full(&self, side: Side, c: usize, n: u64) -> Result<bool, BenchError> {
+        let Some(max) = self.max_queued else {
+            return Ok(false);
+        };
+        Ok(self.stock(c)?.count(side).load(Ordering::Relaxed) + n >= max)
     }
 
     /// The payload of task number `n`.
@@ -534,6 +549,9 @@ impl Fixture {
                         .map_err(|e| err(&e))?;
                 }
                 Op::QueueEnqueue => {
+                    if self.full(side, c, n)? {
+                        return Ok(Step::Exhausted);
+                    }
                     let q = self.queue_for(c)?;
                     self.queue
                         .enqueue(q, &self.kind, &self.payload(n), EnqueueOptions::new())
@@ -606,6 +624,9 @@ impl Fixture {
                         pipe.all::<Vec<i64>>().await.map_err(|e| err(&e))?;
                     }
                     Op::QueueEnqueue => {
+                        if self.full(side, c, n)? {
+                            return Ok(Step::Exhausted);
+                        }
                         let (list, _) = raw.list(c)?;
                         let payload =
                             serde_json::to_string(&self.payload(n)).map_err(|e| err(&e))?;
@@ -648,7 +669,7 @@ impl Fixture {
     }
 
     /// Keeps at least `want` entries queued for `queue.reserve_complete` at concurrency `c`
-    /// (unmeasured enqueues at concurrency 64).
+    /// (unmeasured enqueues at concurrency 64), or as many as a full queue holds.
     async fn top_up(self: &Arc<Self>, side: Side, c: usize, want: u64) -> Result<(), BenchError> {
         let count = self.stock(c)?.count(side);
         let have = count.load(Ordering::Relaxed);
@@ -657,12 +678,13 @@ impl Fixture {
         }
         let missing = want - have;
         let me = Arc::clone(self);
-        closed_loop(64, Stop::Calls(missing), move |client, n| {
+        let made = closed_loop(64, Stop::Calls(missing), move |client, n| {
             let me = Arc::clone(&me);
             async move { me.call(side, Op::QueueEnqueue, c, client, n).await }
         })
         .await?;
-        count.fetch_add(missing, Ordering::Relaxed);
+        // All that was missing, unless the queue filled up (`--value-bytes`).
+        count.fetch_add(made.calls, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -823,5 +845,38 @@ mod tests {
         let f = fixture(None).await;
         assert_eq!(f.value, VALUE);
         assert_eq!(serde_json::to_string(&f.payload(7)).unwrap(), "7");
+        assert_eq!(f.max_queued, None, "no cap at the default sizes");
+    }
+
+    #[tokio::test]
+    async fn padded_enqueues_stop_at_the_queued_bytes_cap() {
+        let n = 64 << 10;
+        let mut f = fixture(Some(n)).await;
+        let cap = BenchOptions::MAX_QUEUED_BYTES / n as u64;
+        assert_eq!(f.max_queued, Some(cap));
+        // A small cap for the test: the rule, not the size, is what is checked.
+        f.max_queued = Some(5);
+        let f = Arc::new(f);
+        let m = round(&f, Side::Spool, Op::QueueEnqueue, 1, Stop::Calls(20))
+            .await
+            .unwrap();
+        assert_eq!(m.calls, 5, "the round ends when the queue is full");
+        let again = round(&f, Side::Spool, Op::QueueEnqueue, 1, Stop::Calls(20))
+            .await
+            .unwrap();
+        assert_eq!(again.calls, 0);
+        // reserve_complete drains what is there, then a top-up refills only up to the cap.
+        let drained = round(&f, Side::Spool, Op::QueueReserveComplete, 1, Stop::Calls(3))
+            .await
+            .unwrap();
+        assert_eq!(drained.calls, 3);
+        f.top_up(Side::Spool, 1, 100).await.unwrap();
+        assert_eq!(
+            f.stock(1)
+                .unwrap()
+                .count(Side::Spool)
+                .load(Ordering::Relaxed),
+            5
+        );
     }
 }
