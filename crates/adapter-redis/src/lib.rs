@@ -104,7 +104,7 @@ mod wake;
 pub mod testing;
 
 pub use backend::RedisBackend;
-pub use cache::RedisCache;
+pub use cache::{RedisCache, LARGE_WRITE_BYTES};
 pub use config::{
     redact_url, secret_from_env, secret_from_file, AckShortfall, ClusterNode, ReconnectSettings,
     RedisConfig, ReplicaAcks, Secret, Topology, Transport,

@@ -10,10 +10,10 @@
 //! slot, so a layout bug is an `Internal` error naming the script on every deployment — not a
 //! `CROSSSLOT` that only shows on a cluster.
 
-use fred::clients::Pool;
-use fred::interfaces::LuaInterface;
+use fred::clients::{Pool, Transaction};
+use fred::interfaces::{ClientLike, LuaInterface};
 use fred::types::scripts::Script;
-use fred::types::{FromValue, Key, Value};
+use fred::types::{ClusterHash, CustomCommand, FromValue, Key, Value};
 use spool_ports::PortError;
 
 use crate::error::classify;
@@ -124,6 +124,28 @@ impl LuaScript {
         }
     }
 
+    /// Queues `EVAL` of the script in `tx`: with its body, since a `NOSCRIPT` inside a
+    /// transaction would not undo the commands before it.
+    ///
+    /// # Errors
+    /// As for [`LuaScript::slot_of`]; what fred reports while queuing.
+    pub(crate) async fn queue_eval(
+        &self,
+        tx: &Transaction,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<(), PortError> {
+        // fred's transactions have no `eval`: the command by hand, routed to the keys' slot.
+        let slot = self.slot_of(&keys)?;
+        let mut argv = Vec::with_capacity(2 + keys.len() + args.len());
+        argv.push(Value::from(self.body.as_str()));
+        argv.push(Value::from(keys.len() as i64));
+        argv.extend(keys.into_iter().map(Value::from));
+        argv.extend(args);
+        let eval = CustomCommand::new_static("EVAL", ClusterHash::Custom(slot), false);
+        tx.custom::<(), _>(eval, argv).await.map_err(classify)
+    }
+
     /// The SHA-1 the script is called by.
     #[cfg(test)]
     pub(crate) fn sha(&self) -> &str {
@@ -142,6 +164,7 @@ fn convert<R: FromValue>(v: Value, name: &str) -> Result<R, PortError> {
 #[derive(Debug)]
 pub(crate) struct Scripts {
     pub(crate) cache_set: LuaScript,
+    pub(crate) cache_index: LuaScript,
     pub(crate) cache_delete: LuaScript,
     pub(crate) cache_invalidate: LuaScript,
     pub(crate) limit: LuaScript,
@@ -166,7 +189,20 @@ impl Scripts {
     /// Every script, publishing wake-ups with `wake`'s command.
     pub(crate) fn new(wake: WakeChannels) -> Self {
         Self {
-            cache_set: LuaScript::new("cache_set", include_str!("../lua/cache_set.lua"), wake),
+            cache_set: LuaScript::new(
+                "cache_set",
+                concat!(
+                    include_str!("../lua/cache_set.lua"),
+                    "\n",
+                    include_str!("../lua/cache_index.lua")
+                ),
+                wake,
+            ),
+            cache_index: LuaScript::new(
+                "cache_index",
+                concat!("local STRIDE = 2\n", include_str!("../lua/cache_index.lua")),
+                wake,
+            ),
             cache_delete: LuaScript::new(
                 "cache_delete",
                 include_str!("../lua/cache_delete.lua"),
@@ -236,9 +272,10 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&LuaScript; 19] {
+    fn all(&self) -> [&LuaScript; 20] {
         [
             &self.cache_set,
+            &self.cache_index,
             &self.cache_delete,
             &self.cache_invalidate,
             &self.limit,

@@ -189,6 +189,16 @@ async fn every_port(b: &RedisBackend) -> Vec<(&'static str, Result<(), PortError
                 .set(&k, Bytes::from_static(b"v"), Duration::from_secs(60))
                 .await,
         ),
+        (
+            "cache.set (large: a transaction)",
+            b.cache()
+                .set(
+                    &k,
+                    Bytes::from(vec![b'v'; spool_adapter_redis::LARGE_WRITE_BYTES]),
+                    Duration::from_secs(60),
+                )
+                .await,
+        ),
         ("cache.get", b.cache().get(&k).await.map(drop)),
         (
             "cache.get_many",

@@ -161,6 +161,18 @@ async fn cluster_units_spread_over_primaries_and_each_unit_lives_in_one_slot() {
     let all: Vec<ScopedKey> = projects.iter().map(|p| scoped(p, "b")).collect();
     let got = cache.get_many(&all).await.unwrap();
     assert!(got.iter().all(|v| v.as_deref() == Some(b"v".as_slice())));
+    // A large write is a transaction (SETs + EVAL of the index script): on its slot's node.
+    let large = Bytes::from(vec![b'L'; spool_adapter_redis::LARGE_WRITE_BYTES]);
+    for p in &projects {
+        cache
+            .set(&scoped(p, "large"), large.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get(&scoped(p, "large")).await.unwrap(),
+            Some(large.clone())
+        );
+    }
     let queue = backend.queue();
     for q in &queues {
         let q = QueueName::parse(q.as_str()).unwrap();

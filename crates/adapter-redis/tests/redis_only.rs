@@ -840,3 +840,81 @@ async fn tasks_stored_in_the_earlier_layout_still_work() {
         "retried after its own initial backoff: due {due}, started {started}"
     );
 }
+
+/// Writes carrying `LARGE_WRITE_BYTES` of values go by `MULTI`/`EXEC` (plain `SET`s and the
+/// index script by `EVAL`), so their values never pass through Lua; they are stored, expire
+/// and are invalidated exactly like small ones, also right after the script cache was
+/// flushed (the transaction never depends on a cached script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_cache_writes_go_by_transaction_and_stay_indexed() {
+    let (server, prefix, backend) = own_backend().await;
+    let mut con = raw(&server.url());
+    redis::cmd("SCRIPT").arg("FLUSH").exec(&mut con).unwrap();
+    let cache = backend.cache();
+    let big = |b: u8| Bytes::from(vec![b; spool_adapter_redis::LARGE_WRITE_BYTES]);
+    let ttl = Duration::from_secs(60);
+    let exec_before = command_calls(&mut con, "exec");
+
+    cache
+        .set(&scoped("big", "a"), big(b'a'), ttl)
+        .await
+        .unwrap();
+    // One write of a small and a large value: the pair goes by transaction.
+    cache
+        .set_many(vec![
+            spool_ports::CacheEntry {
+                key: scoped("big", "b"),
+                value: Bytes::from_static(b"small"),
+                ttl,
+            },
+            spool_ports::CacheEntry {
+                key: scoped("big", "c"),
+                value: big(b'c'),
+                ttl: Duration::from_secs(120),
+            },
+        ])
+        .await
+        .unwrap();
+    // A small write alone: the script.
+    cache
+        .set(&scoped("big", "d"), Bytes::from_static(b"tiny"), ttl)
+        .await
+        .unwrap();
+    assert_eq!(command_calls(&mut con, "exec") - exec_before, 2);
+
+    for (k, v) in [
+        ("a", big(b'a')),
+        ("b", Bytes::from_static(b"small")),
+        ("c", big(b'c')),
+        ("d", Bytes::from_static(b"tiny")),
+    ] {
+        assert_eq!(cache.get(&scoped("big", k)).await.unwrap(), Some(v), "{k}");
+    }
+    let p = prefix.as_str();
+    let idx = format!("{p}:{{c:big}}:idx");
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&idx)
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(members, ["a", "b", "d", "c"], "indexed by expiry");
+    let pttl = |con: &mut redis::Connection, k: &str| -> i64 {
+        redis::cmd("PTTL").arg(k).query(con).unwrap()
+    };
+    let a = pttl(&mut con, &format!("{p}:{{c:big}}:k:a"));
+    assert!(a > 0 && a <= 60_000, "value ttl {a}");
+    let i = pttl(&mut con, &idx);
+    assert!(
+        i > 60_000 && i <= 120_003,
+        "the index outlives its longest member: {i}"
+    );
+
+    cache
+        .invalidate_project(&ProjectId::parse("big").unwrap())
+        .await
+        .unwrap();
+    for k in ["a", "b", "c", "d"] {
+        assert_eq!(cache.get(&scoped("big", k)).await.unwrap(), None, "{k}");
+    }
+}
