@@ -2,6 +2,9 @@
 //! SHA with a `NOSCRIPT` fallback: after a server restart, a `SCRIPT FLUSH`, or on a cluster
 //! node that never saw `SCRIPT LOAD` (a promoted replica, a node added later) the first call
 //! sends the body with `EVAL` to the node owning the keys' slot, which also caches it there.
+//! The one exception is a script queued in a transaction ([`LuaScript::queue_eval`], the
+//! cache's large writes): it always goes as `EVAL`, since a `NOSCRIPT` there would not undo
+//! the commands queued before it.
 //!
 //! Every script is prefixed with one line defining `WAKE_PUBLISH` (`PUBLISH` or, on a Redis 7
 //! cluster, `SPUBLISH`; see [`WakeChannels`]), so the SHA differs between the two modes.
