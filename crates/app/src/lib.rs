@@ -12,7 +12,7 @@
 //! | [`worker`] | the worker runtime: typed handlers, concurrency, heartbeats, retries, drain |
 //! | [`http`] | the HTTP API (axum), reusable tower [`http::middleware`], SSE, health, `/metrics` |
 //! | [`telemetry`] | logs (pretty / JSON), OpenTelemetry metrics (Prometheus + OTLP) and traces |
-//! | [`bench`] | `spool bench`: every operation next to the raw client, latency histograms |
+//! | [`bench`](mod@bench) | `spool bench`: every operation next to the raw client, latency histograms |
 //! | [`cli`] | the `spool` binary: `serve`, `worker`, `bench` |
 //!
 //! ```
