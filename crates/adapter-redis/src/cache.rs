@@ -33,9 +33,10 @@ use crate::error::classify;
 /// Values of one write, in bytes, from which it goes by `MULTI`/`EXEC` rather than by one
 /// script. Measured with `spool bench --value-bytes` (docs/PERFORMANCE.md): at 64 KiB the
 /// transaction takes the server 28–31 µs a write instead of 139–140 and the p50 of a write
-/// falls by a quarter; at 8 and 16 KiB it saves server time too, but costs the client more
-/// than that (fred drains a connection's pipeline before each transaction), so at 64 clients
-/// throughput fell by 20–40 %.
+/// falls by a quarter; at 8 and 16 KiB its four commands (`MULTI`, `SET`, `EVAL`, `EXEC`)
+/// cost server and client more than the Lua hashing of the value they avoid, and at 64
+/// clients throughput fell by 20–40 % (with connections of their own for the transactions
+/// as well).
 pub const LARGE_WRITE_BYTES: usize = 64 << 10;
 
 /// The Redis cache store.
