@@ -19,10 +19,11 @@
 -- Cost: every queue script runs this prelude on every call, so it creates few closures, each
 -- over few locals. In Redis's Lua 5.1 every local a closure captures is an upvalue allocated
 -- on every call, and the prelude once spent ~34k of an enqueue's ~183k instructions on
--- closures over the queue's names (callgrind, docs/PERFORMANCE.md). So the mutable state the
--- helpers share is one table (S), and the helpers of maintenance and of the cold transitions
--- (retry, release, cancel, requeue) are built only when one runs, by maintenance(), from KEYS
--- and ARGV rather than from the locals here. Helpers that one script alone needs live in it.
+-- closures over the queue's names (callgrind, docs/PERFORMANCE-HISTORY.md). So the mutable
+-- state the helpers share is one table (S), and the helpers of maintenance and of the cold
+-- transitions (retry, release, cancel, requeue) are built only when one runs, by
+-- maintenance(), from KEYS and ARGV rather than from the locals here. Helpers that one script
+-- alone needs live in it.
 local K_READY, K_WAITING, K_SCHED, K_RUNNING = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_SUCC, K_DEAD, K_CANC, K_SEQ = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local BASE = ARGV[1]

@@ -61,7 +61,7 @@ end
 -- command names is found by a scan from the front. The fields every lease transition reads
 -- or writes (status, lease_seq, attempts) come first; rank and id, which no hot path reads
 -- by name, come last (callgrind: ~2k instructions less per task to reserve and as many to
--- complete, docs/PERFORMANCE.md).
+-- complete, docs/PERFORMANCE-HISTORY.md).
 local s_now = fmt(NOW)
 local f = {
   'status', due > NOW and 'scheduled' or 'queued', 'lease_seq', '0', 'attempts', '0',

@@ -10,9 +10,10 @@
 -- = heartbeat_at = now, the expiry, the worker the client sent), so the client applies it.
 --
 -- Cost: per task this is one HMGET and one HSET. The fields come back by position, not as
--- HGETALL's name/value pairs: every element a script reads costs Redis ~850 instructions to
--- turn into a Lua string and as many to send back, and a task has ~12 fields (names and
--- values: ~24 elements each way; callgrind, docs/PERFORMANCE.md). Only what the client
+-- HGETALL's name/value pairs: every element a script reads costs Redis ~1,300 instructions
+-- to turn into a Lua string and ~750 to send back, and a task has ~12 fields (names and
+-- values: ~24 elements each way; callgrind, "The floor of a Redis 7.0 script here" in
+-- docs/PERFORMANCE.md). Only what the client
 -- cannot know is read: not the status (queued, checked here), rank or ready_at, nor the id
 -- (the ready set's member names it).
 -- When nothing is ready:
