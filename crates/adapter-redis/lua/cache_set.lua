@@ -9,6 +9,6 @@
 -- MULTI/EXEC (src/cache.rs, LARGE_WRITE_BYTES).
 local STRIDE = 3
 for i = 2, #KEYS do
-  local a = (i - 2) * 3
+  local a = (i - 2) * STRIDE
   redis.call('SET', KEYS[i], ARGV[a + 3], 'PX', ARGV[a + 2])
 end
